@@ -1,0 +1,52 @@
+"""Packaging for ddpm_nb: every field comes from settings.ini (nbdev 2's single source)."""
+import shlex
+from configparser import ConfigParser
+from pathlib import Path
+
+import setuptools
+
+here = Path(__file__).resolve().parent
+parser = ConfigParser(delimiters=["="])
+parser.read(here / "settings.ini", encoding="utf-8")
+cfg = parser["DEFAULT"]
+
+licenses = {"apache2": ("Apache-2.0", "OSI Approved :: Apache Software License")}
+statuses = ["1 - Planning", "2 - Pre-Alpha", "3 - Alpha", "4 - Beta", "5 - Production/Stable", "6 - Mature", "7 - Inactive"]
+py_versions = "3.10 3.11 3.12 3.13".split()
+
+lic = licenses[cfg["license"]]
+min_python = cfg["min_python"]
+requirements = shlex.split(cfg.get("requirements", ""))
+dev_requirements = shlex.split(cfg.get("dev_requirements", ""))
+lib_path = cfg["lib_path"]
+
+setuptools.setup(
+    name=cfg["lib_name"],
+    version=cfg["version"],
+    description=cfg["description"],
+    long_description=(here / "README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    author=cfg["author"],
+    author_email=cfg["author_email"],
+    url=cfg["git_url"],
+    license=lic[0],
+    keywords=cfg["keywords"].split(),
+    classifiers=[
+        f"Development Status :: {statuses[int(cfg['status'])]}",
+        f"Intended Audience :: {cfg['audience'].title()}",
+        f"License :: {lic[1]}",
+        f"Natural Language :: {cfg['language'].title()}",
+        "Topic :: Scientific/Engineering :: Artificial Intelligence",
+    ] + [f"Programming Language :: Python :: {v}" for v in py_versions[py_versions.index(min_python):]],
+    packages=setuptools.find_packages(include=[lib_path, f"{lib_path}.*"]),
+    include_package_data=True,
+    python_requires=f">={min_python}",
+    install_requires=requirements,
+    extras_require={"dev": dev_requirements},
+    zip_safe=False,
+    entry_points={
+        "console_scripts": cfg.get("console_scripts", "").split(),
+        # lets nbdev link names across libraries; nothing at run time reads it
+        "nbdev": [f"{lib_path}={lib_path}._modidx:d"],
+    },
+)
