@@ -1,0 +1,23 @@
+"""Every notebook in nbs/ runs top to bottom, as `nbdev_test` runs it: its check cells are the math tests.
+
+Cells flagged with one of settings.ini's `tst_flags` (notest, slow, cuda) are skipped unless the flag
+is listed in DDPM_NB_TEST_FLAGS, e.g. `DDPM_NB_TEST_FLAGS=slow python -m pytest tests`.
+"""
+import pytest
+from conftest import ROOT, force_flags
+from nbdev.config import get_config
+from nbdev.test import test_nb as run_notebook  # renamed so pytest does not collect it
+
+NOTEBOOKS = sorted(p for p in (ROOT / "nbs").glob("*.ipynb") if not p.name.startswith(("_", ".")))
+
+
+def test_notebooks_found():
+    names = {p.name for p in NOTEBOOKS}
+    assert {"index.ipynb", "01_forward.ipynb", "02_schedule.ipynb"} <= names, names
+
+
+@pytest.mark.parametrize("nb", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def test_notebook(nb):
+    skip = get_config(path=ROOT).tst_flags.split()
+    ok, secs = run_notebook(nb, skip_flags=skip, force_flags=force_flags(), showerr=True)
+    assert ok, f"{nb.name} failed (traceback in the captured stderr above)"

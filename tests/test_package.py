@@ -1,0 +1,79 @@
+"""What a user of the installed package does: import it in a fresh interpreter, build the wheel,
+install it into a clean virtual environment without nbdev, and use it from outside the repository."""
+import configparser
+import subprocess
+import sys
+import textwrap
+import zipfile
+
+import pytest
+import torch
+from conftest import ROOT
+
+MODULES = ["ddpm_nb", "ddpm_nb.forward", "ddpm_nb.schedule"]
+USE = textwrap.dedent("""
+    import sys, torch, ddpm_nb, ddpm_nb.forward, ddpm_nb.schedule
+    from ddpm_nb.schedule import Schedule
+    from ddpm_nb.forward import q_sample
+    s = Schedule.from_name("cosine", n_steps=100)
+    x0 = torch.zeros(2, 1, 4, 4)
+    x_t = q_sample(x0, torch.tensor([0, 99]), torch.ones_like(x0), s)
+    assert torch.allclose(x_t[1], s.sqrt_one_minus_alpha_bar[99].expand(1, 4, 4))
+    print(ddpm_nb.__version__, ddpm_nb.__file__)
+    print("dev-only modules imported:", sorted(m for m in ("nbdev", "fastcore", "execnb") if m in sys.modules))
+""")
+
+
+def settings():
+    cfg = configparser.ConfigParser(delimiters=["="])
+    cfg.read(ROOT / "settings.ini", encoding="utf-8")
+    return cfg["DEFAULT"]
+
+
+def test_version_matches_settings():
+    import ddpm_nb
+    assert ddpm_nb.__version__ == settings()["version"]
+
+
+def test_import_needs_no_dev_tools(tmp_path):
+    "Importing and using the library loads neither nbdev nor fastcore."
+    out = subprocess.run([sys.executable, "-c", USE], cwd=tmp_path, capture_output=True, text=True, check=True).stdout
+    assert "dev-only modules imported: []" in out, out
+
+
+def test_runtime_requirements_exclude_nbdev():
+    req = settings()["requirements"].split()
+    assert not any(r.startswith(("nbdev", "fastcore", "execnb", "ghapi", "jupyter")) for r in req), req
+    assert any(r.startswith("nbdev") for r in settings()["dev_requirements"].split())
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory):
+    out = tmp_path_factory.mktemp("wheel")
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(out), str(ROOT)], check=True)
+    (whl,) = out.glob("ddpm_nb-*.whl")
+    return whl
+
+
+def test_wheel_contents(wheel):
+    names = zipfile.ZipFile(wheel).namelist()
+    for m in ("ddpm_nb/__init__.py", "ddpm_nb/forward.py", "ddpm_nb/schedule.py", "ddpm_nb/_modidx.py"):
+        assert m in names, m
+    assert not any(n.startswith(("nbs/", "tests/", "docs/")) for n in names)
+    meta = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("METADATA"))).decode()
+    reqs = [l for l in meta.splitlines() if l.startswith("Requires-Dist:")]
+    assert all("extra ==" in l for l in reqs if "nbdev" in l or "fastcore" in l), reqs
+
+
+def test_wheel_in_clean_venv(wheel, tmp_path):
+    "The wheel installs into a fresh venv (with this machine's torch build) and imports from outside the repo, without nbdev."
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    py = venv / "bin" / "python"
+    # pin the torch build already installed here, so a CPU machine does not fetch a CUDA build
+    subprocess.run([str(py), "-m", "pip", "install", "-q", str(wheel), f"torch=={torch.__version__}"], check=True)
+    run = subprocess.run([str(py), "-c", USE], cwd=tmp_path, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    assert str(venv) in run.stdout and "dev-only modules imported: []" in run.stdout, run.stdout
+    nbdev = subprocess.run([str(py), "-c", "import nbdev"], cwd=tmp_path, capture_output=True)
+    assert nbdev.returncode != 0, "nbdev must not be installed by the runtime requirements"

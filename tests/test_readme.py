@@ -1,0 +1,22 @@
+"""README.md is generated from nbs/index.ipynb and must not drift from it."""
+import importlib.util
+import re
+
+from conftest import ROOT
+
+spec = importlib.util.spec_from_file_location("readme", ROOT / "docs" / "readme.py")
+readme = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(readme)
+
+
+def test_readme_matches_index():
+    assert (ROOT / "README.md").read_text(encoding="utf-8") == readme.render(), \
+        "README.md differs from nbs/index.ipynb: run `python docs/readme.py` and commit"
+
+
+def test_readme_has_one_setup_and_one_test_command():
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    for marker in ("setup-command", "test-command", "docs-command"):
+        assert text.count(f"<!-- {marker} -->") == 1, marker
+    block = re.search(r"<!-- setup-command -->\n```sh\n(.*?)\n```", text, re.S).group(1)
+    assert len(block.splitlines()) == 1 and "torch==" in block and '".[dev]"' in block
