@@ -13,6 +13,13 @@ from .schedule import Schedule, extract
 # %% auto #0
 __all__ = ['q_step', 'q_mean_var', 'q_sample', 'default_device']
 
+# %% ../nbs/01_forward.ipynb #50204e23
+def _check_like(a:Tensor, ref:Tensor, name:str, ref_name:str):
+    "Raise a ValueError unless `a` is a tensor shaped like `ref`."
+    if not isinstance(a, Tensor) or a.shape != ref.shape:
+        got = tuple(a.shape) if isinstance(a, Tensor) else type(a).__name__
+        raise ValueError(f"{name} must have the shape of {ref_name}, {tuple(ref.shape)}; got {got}")
+
 # %% ../nbs/01_forward.ipynb #2bedc4ba
 def q_step(
     x_prev:Tensor, # x_{t-1}, (b, ...)
@@ -24,13 +31,6 @@ def q_step(
     t = s.check_t(t, len(x_prev))
     _check_like(eps, x_prev, "eps", "x_prev")
     return extract(s.alpha, t, x_prev).sqrt() * x_prev + extract(s.beta, t, x_prev).sqrt() * eps
-
-# %% ../nbs/01_forward.ipynb #50204e23
-def _check_like(a:Tensor, ref:Tensor, name:str, ref_name:str):
-    "Raise a ValueError unless `a` is a tensor shaped like `ref`."
-    if not isinstance(a, Tensor) or a.shape != ref.shape:
-        got = tuple(a.shape) if isinstance(a, Tensor) else type(a).__name__
-        raise ValueError(f"{name} must have the shape of {ref_name}, {tuple(ref.shape)}; got {got}")
 
 # %% ../nbs/01_forward.ipynb #1e453b03
 def q_mean_var(
