@@ -236,6 +236,7 @@ def rewrite_line_links(line: str, site: Site, page: str) -> str:
             shown = strip_scheme(text) if text.strip() else strip_scheme(url)
             if strip_scheme(url).rstrip("/") in (shown.rstrip("/"), strip_scheme(text).rstrip("/")) or text.startswith("`"):
                 return shown  # e.g. nbdev links to other libraries' docs: keep the code span
+            site.notices.append(f"{page}: link to another host shown as text: {url}")
             return f"{shown} ({strip_scheme(url)})"
         # local: notebooks -> their pages; `page.html` -> page
         path, _, frag = url.partition("#")
@@ -527,10 +528,11 @@ def stage(cfg: dict) -> Site:
     collect_labels(site)
     shutil.rmtree(SRC, ignore_errors=True)
     (SRC / "source").mkdir(parents=True)
-    # assets the notebooks' markdown may reference (proc_nbs copies them to _proc/)
-    for f in PROC.rglob("*"):
-        if f.is_file() and f.suffix.lower() in ASSET_SUFFIXES and not any(p.startswith(".") for p in f.parts):
-            d = SRC / f.relative_to(PROC)
+    # images the notebooks' markdown may reference (`![](images/x.png)`), paths kept
+    for f in nbs_path.rglob("*"):
+        rel = f.relative_to(nbs_path)
+        if f.is_file() and f.suffix.lower() in ASSET_SUFFIXES and not any(p.startswith((".", "_")) for p in rel.parts):
+            d = SRC / rel
             d.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(f, d)
     pages = [nbpage(nb) for nb in notebooks]
