@@ -43,7 +43,9 @@ myst_update_mathjax = True
 # tex-chtml.js bundles the menu and speech engine, which carry CDN defaults.
 mathjax_path = "mathjax/startup.js"
 mathjax3_config = {
-    "loader": {"load": ["input/tex", "output/chtml", "a11y/assistive-mml"]},
+    "loader": {"load": ["input/tex", "output/chtml", "a11y/assistive-mml", "[tex]/textmacros"]},
+    # textmacros: `\_` and friends inside \text{}/\texttt{}, as in JupyterLab and Quarto
+    "tex": {"packages": {"[+]": ["textmacros"]}},
     "options": {"enableMenu": False},
 }
 

@@ -127,7 +127,7 @@ def browser():
 
 
 # JS run in the page once MathJax (if any) is done
-_PAGE_STATE = """async () => {
+_PAGE_STATE = r"""async () => {
   if (window.MathJax && MathJax.startup && MathJax.startup.promise) { await MathJax.startup.promise; }
   const main = document.querySelector('article') || document.body;
   const math = [...document.querySelectorAll('.math')];
@@ -140,6 +140,9 @@ _PAGE_STATE = """async () => {
                    .map(e => e.textContent.trim().slice(0, 80)),
     mjx: document.querySelectorAll('mjx-container').length,
     mjxErrors: [...document.querySelectorAll('mjx-merror, [data-mjx-error]')].map(e => e.getAttribute('data-mjx-error') || e.textContent),
+    // a backslash in typeset math is TeX MathJax did not understand (an undefined macro, \_ in \texttt)
+    texLeaks: [...document.querySelectorAll('mjx-container')].filter(e => (e.querySelector('mjx-assistive-mml') || {textContent: ''}).textContent.includes('\\'))
+                  .map(e => (e.querySelector('mjx-assistive-mml').textContent || '').slice(0, 80)),
     text: prose.innerText,
     images: [...document.images].map(i => ({src: i.getAttribute('src'), ok: i.complete && i.naturalWidth > 0})),
   };
@@ -193,5 +196,6 @@ def test_page_in_browser(server, browser, path, title):
         assert state["mjx"] > 0, f"{path}: MathJax typeset nothing"
         assert not state["untypeset"], f"{path}: math left as TeX: {state['untypeset'][:5]}"
         assert not state["mjxErrors"], f"{path}: MathJax errors: {state['mjxErrors'][:5]}"
+        assert not state["texLeaks"], f"{path}: TeX shown raw inside typeset math: {state['texLeaks'][:5]}"
     raw = sorted({m.group(0) for m in _RAW_TEX.finditer(state["text"])})
     assert not raw, f"{path}: raw TeX in the visible text: {raw[:10]}"
