@@ -27,7 +27,6 @@ nbdev's own processed notebooks by Sphinx + myst-nb + furo:
 from __future__ import annotations
 
 import argparse
-import ast
 import html
 import json
 import os
@@ -624,7 +623,6 @@ def publish() -> None:
 # ------------------------------------------------------------- 6. checks
 # XML namespace names are identifiers, never fetched.
 NAMESPACE_URIS = re.compile(r"^https?://www\.w3\.org/(1998/Math/MathML|2000/svg|1999/xhtml|1999/xlink|XML/1998/namespace|2000/xmlns/?)$")
-_re_url = re.compile(r"(?:https?:)?//[A-Za-z0-9.-]+\.[A-Za-z]{2,}[^\s\"'<>)\\]*|https?://[^\s\"'<>)\\]+")
 
 
 def external_urls(text: str) -> list[str]:
