@@ -129,6 +129,7 @@ def browser():
 # JS run in the page once MathJax (if any) is done
 _PAGE_STATE = r"""async () => {
   if (window.MathJax && MathJax.startup && MathJax.startup.promise) { await MathJax.startup.promise; }
+  await document.fonts.ready;  // the web fonts MathJax's output asked for
   const main = document.querySelector('article') || document.body;
   const math = [...document.querySelectorAll('.math')];
   const prose = main.cloneNode(true);
@@ -176,9 +177,7 @@ def test_page_in_browser(server, browser, path, title):
     try:
         resp = page.goto(f"{server}/{path}", wait_until="load")
         assert resp is not None and resp.status == 200, f"{path}: HTTP {resp and resp.status}"
-        page.wait_for_load_state("networkidle")
-        state = page.evaluate(_PAGE_STATE)
-        page.wait_for_load_state("networkidle")  # fonts MathJax asked for
+        state = page.evaluate(_PAGE_STATE)  # waits for MathJax and fonts
         SHOTS.mkdir(exist_ok=True)
         page.screenshot(path=str(SHOTS / (path.removesuffix(".html").replace("/", "_") + ".png")), full_page=True)
         assert page.title() == title, f"{path}: title {page.title()!r} != {title!r}"
