@@ -13,9 +13,12 @@ from .schedule import Schedule, extract
 # %% auto #0
 __all__ = ['q_step', 'q_mean_var', 'q_sample', 'default_device']
 
-# %% ../nbs/01_forward.ipynb #50204e23
+# %% ../nbs/01_forward.ipynb #8239f93c
 def _check_like(a:Tensor, ref:Tensor, name:str, ref_name:str):
-    "Raise a ValueError unless `a` is a tensor shaped like `ref`."
+    "Raise a ValueError unless `ref` is a float tensor and `a` a tensor of its shape."
+    if not isinstance(ref, Tensor) or not ref.is_floating_point():
+        got = ref.dtype if isinstance(ref, Tensor) else type(ref).__name__
+        raise ValueError(f"{ref_name} must be a float tensor (images scaled to [-1, 1]), got {got}")
     if not isinstance(a, Tensor) or a.shape != ref.shape:
         got = tuple(a.shape) if isinstance(a, Tensor) else type(a).__name__
         raise ValueError(f"{name} must have the shape of {ref_name}, {tuple(ref.shape)}; got {got}")
