@@ -13,3 +13,15 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def force_flags() -> list[str]:
     return os.environ.get("DDPM_NB_TEST_FLAGS", "").split()
+
+
+def docs_problem() -> str | None:
+    "Why the built site in _docs/ cannot be tested as it is: missing, or older than its sources; None if fine."
+    index = ROOT / "_docs" / "index.html"
+    if not index.exists():
+        return "docs site not built (_docs/index.html missing): run `python docs/build.py`"
+    sources = [*(ROOT / "nbs").glob("*.ipynb"), *(ROOT / "ddpm_nb").glob("*.py"), *(ROOT / "docs").glob("*.py")]
+    newer = sorted(p.relative_to(ROOT).as_posix() for p in sources if p.stat().st_mtime > index.stat().st_mtime)
+    if newer:
+        return f"docs site is older than {', '.join(newer[:3])}{' ...' if len(newer) > 3 else ''}: run `python docs/build.py`"
+    return None

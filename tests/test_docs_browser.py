@@ -22,6 +22,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
+from conftest import docs_problem
 
 ROOT = Path(__file__).resolve().parent.parent
 SITE = ROOT / "_docs"
@@ -33,9 +34,7 @@ REQUIRED = os.environ.get("DDPM_NB_REQUIRE_DOCS") == "1"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
-MISSING = [f"{what} is missing: {how}" for what, ok, how in [
-    ("the docs site", (SITE / "index.html").exists(), "run `python docs/build.py`"),
-    ("chromium", CHROMIUM.exists(), f"install Debian's chromium ({CHROMIUM})")] if not ok]
+MISSING = [p for p in [docs_problem(), None if CHROMIUM.exists() else f"chromium is missing: install Debian's chromium ({CHROMIUM})"] if p]
 if MISSING and not REQUIRED:
     pytest.skip(f"{MISSING[0]} (DDPM_NB_REQUIRE_DOCS=1 makes this a failure)", allow_module_level=True)
 if REQUIRED:

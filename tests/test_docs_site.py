@@ -21,6 +21,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 import pytest
+from conftest import docs_problem
 
 ROOT = Path(__file__).resolve().parent.parent
 SITE = ROOT / "_docs"
@@ -28,17 +29,16 @@ NBS = ROOT / "nbs"
 LIB = ROOT / "ddpm_nb"
 REQUIRED = os.environ.get("DDPM_NB_REQUIRE_DOCS") == "1"
 
-MISSING = not (SITE / "index.html").exists()
-if MISSING and not REQUIRED:
-    pytest.skip("docs site not built (_docs/index.html missing): run `python docs/build.py`; "
-                "set DDPM_NB_REQUIRE_DOCS=1 to make this a failure", allow_module_level=True)
+PROBLEM = docs_problem()
+if PROBLEM and not REQUIRED:
+    pytest.skip(f"{PROBLEM} (DDPM_NB_REQUIRE_DOCS=1 makes this a failure)", allow_module_level=True)
 
 
 @pytest.fixture(autouse=True, scope="module")
 def _site_required():
-    "With DDPM_NB_REQUIRE_DOCS=1 a missing site fails every test here (and the rest of the suite still runs)."
-    if MISSING:
-        pytest.fail("DDPM_NB_REQUIRE_DOCS=1 but _docs/index.html is missing: run `python docs/build.py`", pytrace=False)
+    "With DDPM_NB_REQUIRE_DOCS=1 a missing or stale site fails every test here (and the rest of the suite still runs)."
+    if PROBLEM:
+        pytest.fail(f"DDPM_NB_REQUIRE_DOCS=1 but the {PROBLEM}", pytrace=False)
 
 if REQUIRED:
     import bs4
