@@ -50,6 +50,7 @@ PROC = ROOT / "_proc"
 OUT = ROOT / "_docs"
 MATHJAX = DOCS / "node_modules" / "mathjax"
 ASSET_SUFFIXES = {".png", ".jpg", ".jpeg", ".gif", ".svg", ".webp"}
+BINARY_SUFFIXES = {".png", ".jpg", ".jpeg", ".gif", ".webp", ".ico", ".woff", ".woff2", ".ttf", ".otf", ".eot"}
 
 
 class BuildError(Exception):
@@ -574,6 +575,7 @@ def mathjax_file_ok(f: Path) -> bool:
 _re_css_comment = re.compile(r"/\*.*?\*/", re.S)
 _re_js_block_comment = re.compile(r"^[ \t]*/\*.*?\*/[ \t]*$", re.S | re.M)
 _re_js_line_comment = re.compile(r"^[ \t]*//[^\n]*$", re.M)
+_re_source_map = re.compile(r"^[ \t]*(//# sourceMappingURL=\S+|/\*# sourceMappingURL=\S+? \*/|/\*# sourceMappingURL=\S+?\*/)[ \t]*\n?", re.M)
 
 
 def scrub_comments(root: Path) -> list[str]:
@@ -591,6 +593,7 @@ def scrub_comments(root: Path) -> list[str]:
         drop = lambda m: "" if external_urls(m.group(0)) else m.group(0)  # noqa: E731
         new = _re_css_comment.sub(drop, text) if f.suffix == ".css" else \
             _re_js_line_comment.sub(drop, _re_js_block_comment.sub(drop, text))
+        new = _re_source_map.sub("", new)  # the .map files are not published
         if new != text:
             f.write_text(new, encoding="utf-8")
             changed.append(f.relative_to(root).as_posix())
@@ -599,7 +602,7 @@ def scrub_comments(root: Path) -> list[str]:
 
 def publish() -> None:
     shutil.rmtree(OUT, ignore_errors=True)
-    shutil.copytree(HTML, OUT, ignore=shutil.ignore_patterns(".buildinfo", ".doctrees", "_sources"))
+    shutil.copytree(HTML, OUT, ignore=shutil.ignore_patterns(".buildinfo", ".doctrees", "_sources", "*.map"))
     scrubbed = scrub_comments(OUT)
     if scrubbed:
         log(f"removed comments citing web pages from {', '.join(sorted(scrubbed))}")
@@ -649,7 +652,7 @@ def check_site() -> None:
 
     files = [f for f in OUT.rglob("*") if f.is_file()]
     for f in files:
-        if f.suffix in (".html", ".css", ".js"):
+        if f.suffix.lower() not in BINARY_SUFFIXES and "LICENSE" not in f.name:  # licence notices stay verbatim
             text = f.read_text(encoding="utf-8", errors="replace")
             for url in external_urls(text):
                 problems.append(f"{f.relative_to(OUT)}: reference to another host: {url}")
