@@ -11,7 +11,7 @@ from torch import Tensor
 from .schedule import Schedule, extract
 
 # %% auto #0
-__all__ = ['q_step', 'q_mean_var', 'q_sample', 'default_device']
+__all__ = ['q_step', 'q_mean_var', 'q_sample', 'default_device', 'noise_like']
 
 # %% ../nbs/01_forward.ipynb #8239f93c
 def _check_like(a:Tensor, ref:Tensor, name:str, ref_name:str):
@@ -63,3 +63,12 @@ def default_device()->torch.device:
     if torch.cuda.is_available(): return torch.device("cuda")
     if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available(): return torch.device("mps")
     return torch.device("cpu")
+
+# %% ../nbs/01_forward.ipynb #ff77090b
+def noise_like(
+    x:Tensor, # the tensor whose shape, dtype and device the noise takes
+    generator:torch.Generator|None=None, # source of randomness, on any device; None: torch's global one
+)->Tensor: # standard Gaussian noise with the shape and dtype of x, on x's device
+    "Standard Gaussian noise shaped like `x`, drawn from `generator` on the generator's device and moved to `x`'s."
+    device = x.device if generator is None else generator.device
+    return torch.randn(x.shape, generator=generator, device=device, dtype=x.dtype).to(x.device)

@@ -13,7 +13,7 @@ NOTEBOOKS = sorted(p for p in (ROOT / "nbs").glob("*.ipynb") if not p.name.start
 
 def test_notebooks_found():
     names = {p.name for p in NOTEBOOKS}
-    assert {"index.ipynb", "01_forward.ipynb", "02_schedule.ipynb"} <= names, names
+    assert {"index.ipynb", "01_forward.ipynb", "02_schedule.ipynb", "03_vae.ipynb", "04_loss.ipynb"} <= names, names
 
 
 @pytest.mark.parametrize("nb", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])

@@ -10,15 +10,25 @@ import pytest
 import torch
 from conftest import ROOT
 
-MODULES = ["ddpm_nb", "ddpm_nb.forward", "ddpm_nb.schedule"]
+MODULES = ["ddpm_nb"] + sorted(f"ddpm_nb.{p.stem}" for p in (ROOT / "ddpm_nb").glob("*.py") if not p.stem.startswith("_"))
 USE = textwrap.dedent("""
-    import sys, torch, ddpm_nb, ddpm_nb.forward, ddpm_nb.schedule
+    import sys, torch, ddpm_nb, ddpm_nb.forward, ddpm_nb.schedule, ddpm_nb.elbo, ddpm_nb.loss
     from ddpm_nb.schedule import Schedule
     from ddpm_nb.forward import q_sample
+    from ddpm_nb.elbo import nll_bits_per_dim
+    from ddpm_nb.loss import ddpm_loss
     s = Schedule.from_name("cosine", n_steps=100)
     x0 = torch.zeros(2, 1, 4, 4)
     x_t = q_sample(x0, torch.tensor([0, 99]), torch.ones_like(x0), s)
     assert torch.allclose(x_t[1], s.sqrt_one_minus_alpha_bar[99].expand(1, 4, 4))
+    class Net(torch.nn.Module):
+        def __init__(self): super().__init__(); self.conv = torch.nn.Conv2d(1, 1, 3, padding=1)
+        def forward(self, x_t, t): return self.conv(x_t)
+    net, x0 = Net(), torch.randint(0, 17, (4, 1, 8, 8)).float() / 8 - 1      # digits-like: 17 grey levels
+    ddpm_loss(net, x0, s, generator=torch.Generator().manual_seed(0)).backward()
+    assert all(p.grad is not None for p in net.parameters())
+    r = nll_bits_per_dim(net, x0, s, n_levels=17, generator=torch.Generator().manual_seed(0))
+    assert r.n == 4 and r.total > 0 and r.terms.shape == (101,), r
     print(ddpm_nb.__version__, ddpm_nb.__file__)
     print("dev-only modules imported:", sorted(m for m in ("nbdev", "fastcore", "execnb") if m in sys.modules))
 """)
@@ -41,6 +51,16 @@ def test_import_needs_no_dev_tools(tmp_path):
     assert "dev-only modules imported: []" in out, out
 
 
+def test_every_module_imports_without_dev_tools(tmp_path):
+    "Each exported module imports in a fresh interpreter, and none of them pulls in nbdev or fastcore."
+    code = f"import sys; import {', '.join(MODULES)}; " \
+           "print(sorted(m for m in ('nbdev', 'fastcore', 'execnb') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]", out.stdout
+    assert {"ddpm_nb.forward", "ddpm_nb.schedule", "ddpm_nb.elbo", "ddpm_nb.loss"} <= set(MODULES), MODULES
+
+
 def test_runtime_requirements_exclude_nbdev():
     req = settings()["requirements"].split()
     assert not any(r.startswith(("nbdev", "fastcore", "execnb", "ghapi", "jupyter")) for r in req), req
@@ -57,7 +77,7 @@ def wheel(tmp_path_factory):
 
 def test_wheel_contents(wheel):
     names = zipfile.ZipFile(wheel).namelist()
-    for m in ("ddpm_nb/__init__.py", "ddpm_nb/forward.py", "ddpm_nb/schedule.py", "ddpm_nb/_modidx.py"):
+    for m in ("ddpm_nb/__init__.py", "ddpm_nb/forward.py", "ddpm_nb/schedule.py", "ddpm_nb/elbo.py", "ddpm_nb/loss.py", "ddpm_nb/_modidx.py"):
         assert m in names, m
     assert not any(n.startswith(("nbs/", "tests/", "docs/")) for n in names)
     meta = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("METADATA"))).decode()
