@@ -123,7 +123,8 @@ def modules() -> list[tuple[Path, str]]:
 
 
 def norm(s: str) -> str:
-    "Compare prose loosely: drop markdown/TeX delimiters, headerlink pilcrows, spacing"
+    "Compare prose loosely: drop markdown/TeX delimiters, headerlink pilcrows, spacing; typographic quotes as plain ones"
+    s = s.translate(str.maketrans("‘’“”", "''\"\""))
     s = re.sub(r"\\[()\[\]]|[`*$¶]", "", s)
     return re.sub(r"\s+", " ", s).strip()
 
