@@ -109,7 +109,8 @@ def convert_prediction(
         x0, eps = x0_from_eps(x_t, t, pred, s), pred
     else:
         x0, eps = pred, eps_from_x0(x_t, t, pred, s)
-    return {"eps": eps, "x0": x0, "v": v_from_x0_eps(x0, eps, t, s) if dst == "v" else None}[dst]
+    if dst == "eps": return eps
+    return x0 if dst == "x0" else v_from_x0_eps(x0, eps, t, s)
 
 # %% ../nbs/04_loss.ipynb #7a745d4b
 WEIGHTINGS = ("none", "min_snr")
@@ -144,7 +145,7 @@ def ddpm_loss(
     if not isinstance(out, Tensor) or out.shape != x0.shape:
         got = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
         raise ValueError(f"the model must return a tensor of x_t's shape {tuple(x0.shape)}, got {got}")
-    target = {"eps": eps, "x0": x0, "v": v_from_x0_eps(x0, eps, t, s) if prediction == "v" else None}[prediction]
+    target = eps if prediction == "eps" else x0 if prediction == "x0" else v_from_x0_eps(x0, eps, t, s)
     loss = (out.float() - target.float()).pow(2).flatten(1).mean(1)   # (b,), in float32 whatever the model's precision
     if weighting == "min_snr":
         snr = extract(s.snr, t, loss)
