@@ -18,6 +18,7 @@ lic = licenses[cfg["license"]]
 min_python = cfg["min_python"]
 requirements = shlex.split(cfg.get("requirements", ""))
 dev_requirements = shlex.split(cfg.get("dev_requirements", ""))
+mnist_requirements = shlex.split(cfg.get("mnist_requirements", ""))
 lib_path = cfg["lib_path"]
 
 setuptools.setup(
@@ -42,7 +43,7 @@ setuptools.setup(
     include_package_data=True,
     python_requires=f">={min_python}",
     install_requires=requirements,
-    extras_require={"dev": dev_requirements},
+    extras_require={"dev": dev_requirements, "mnist": mnist_requirements},
     zip_safe=False,
     entry_points={
         "console_scripts": cfg.get("console_scripts", "").split(),
