@@ -76,7 +76,8 @@ class TrainConfig:
                   (self.prediction in PREDICTIONS, f"prediction must be one of {', '.join(PREDICTIONS)}, got {self.prediction!r}"),
                   (self.weighting in WEIGHTINGS, f"weighting must be one of {', '.join(WEIGHTINGS)}, got {self.weighting!r}"),
                   (0 <= self.label_dropout < 1, f"label_dropout must be in [0, 1), got {self.label_dropout}"),
-                  (0 <= self.ema_decay < 1, f"ema_decay must be in [0, 1), got {self.ema_decay}")]
+                  (0 <= self.ema_decay < 1, f"ema_decay must be in [0, 1), got {self.ema_decay}"),
+                  (isinstance(self.warmup, int) and self.warmup >= 0, f"warmup must be an integer >= 0, got {self.warmup!r}")]
         for name in ("timesteps", "steps", "batch_size", "log_every", "ckpt_every", "keep", "n_samples"):
             v = getattr(self, name)
             checks.append((isinstance(v, int) and not isinstance(v, bool) and v >= 1, f"{name} must be an integer >= 1, got {v!r}"))
@@ -293,7 +294,8 @@ class Trainer:
         self.dataset = dataset if dataset is not None else load_dataset(c.data, "train")
         if len(self.dataset) < c.batch_size:
             raise ValueError(f"the dataset has {len(self.dataset)} items, fewer than one batch of {c.batch_size}")
-        x0, _ = self.dataset[0]
+        first = self.dataset[0]
+        x0 = torch.as_tensor(first[0] if isinstance(first, (tuple, list)) else first)
         self.item_shape, self.is_image = tuple(x0.shape), x0.ndim == 3
         torch.manual_seed(c.seed)                                           # the model's initialisation
         model = model if model is not None else build_model(c, self.item_shape, getattr(self.dataset, "num_classes", None))
@@ -302,7 +304,7 @@ class Trainer:
         self.ema = EMA(self.model, c.ema_decay, c.ema_warmup)
         self.schedule = Schedule.from_name(c.schedule, c.timesteps).to(self.device)
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=c.lr, weight_decay=c.weight_decay)
-        self.lr_sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda k: min(1.0, (k + 1) / c.warmup))
+        self.lr_sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda k: min(1.0, (k + 1) / max(c.warmup, 1)))
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.precision == "fp16")
         self.sampler = DistributedSampler(self.dataset, num_replicas=self.world, rank=self.rank, shuffle=True, seed=c.seed, drop_last=True)
         self.local_batch = c.batch_size // self.world
