@@ -58,7 +58,7 @@ def test_every_module_imports_without_dev_tools(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]", out.stdout
-    assert {f"ddpm_nb.{m}" for m in ("forward", "schedule", "elbo", "loss", "unet", "data", "train")} <= set(MODULES), MODULES
+    assert {f"ddpm_nb.{m}" for m in ("forward", "schedule", "elbo", "loss", "unet", "data", "train", "sample")} <= set(MODULES), MODULES
 
 
 def test_runtime_requirements_exclude_nbdev():
@@ -77,7 +77,7 @@ def wheel(tmp_path_factory):
 
 def test_wheel_contents(wheel):
     names = zipfile.ZipFile(wheel).namelist()
-    for m in ("ddpm_nb/__init__.py", *(f"ddpm_nb/{n}.py" for n in ("forward", "schedule", "elbo", "loss", "unet", "data", "train")), "ddpm_nb/_modidx.py"):
+    for m in ("ddpm_nb/__init__.py", *(f"ddpm_nb/{n}.py" for n in ("forward", "schedule", "elbo", "loss", "unet", "data", "train", "sample")), "ddpm_nb/_modidx.py"):
         assert m in names, m
     assert not any(n.startswith(("nbs/", "tests/", "docs/")) for n in names)
     meta = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("METADATA"))).decode()
