@@ -24,9 +24,9 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from tqdm.auto import tqdm
 
 from .data import load_dataset
-from .elbo import p_variance
 from .forward import default_device
-from .loss import PREDICTIONS, WEIGHTINGS, ddpm_loss, mu_from_eps
+from .loss import PREDICTIONS, WEIGHTINGS, ddpm_loss
+from .sample import sample
 from .schedule import SCHEDULES, Schedule
 from .unet import UNET_PRESETS, MLPDenoiser, UNet, UNetConfig
 
@@ -239,20 +239,6 @@ def _step_generator(seed:int, step:int, device:torch.device)->torch.Generator:
     return torch.Generator(device).manual_seed(s)
 
 # %% ../nbs/07_train.ipynb #f8e46677
-@torch.inference_mode()
-def _ancestral_samples(model:nn.Module, shape:tuple, s:Schedule, labels:Tensor|None=None, generator:torch.Generator|None=None)->Tensor:
-    "Draw samples with Algorithm 2 (σ_t² = β̃_t, β̃_2 at the last step's noise-free update)."
-    dev = next(model.parameters()).device
-    g_dev = generator.device if generator is not None else dev
-    x = torch.randn(shape, generator=generator, device=g_dev).to(dev)
-    sigma = p_variance(s, "beta_tilde").sqrt().to(dev)
-    for t in reversed(range(s.n_steps)):
-        tt = torch.full((shape[0],), t, device=dev, dtype=torch.long)
-        eps = model(x, tt) if labels is None else model(x, tt, labels)
-        x = mu_from_eps(x, tt, eps.float(), s)
-        if t > 0: x = x + sigma[t] * torch.randn(shape, generator=generator, device=g_dev).to(dev)
-    return x
-
 def save_image_grid(
     images:Tensor, # (n, c, h, w) in [-1, 1]; values outside are clipped
     path:str|Path, # a .png file; written to a temporary file and renamed into place
@@ -473,11 +459,11 @@ def _fit(self:Trainer,
 
 @_method(Trainer)
 def _sample_grid(self:Trainer, path:str|Path|None=None, n:int|None=None)->Path|None:
-    "Draw config.n_samples images with the EMA weights (Algorithm 2) and save them as a PNG grid (rank 0)."
+    "Draw config.n_samples images with the EMA weights (DDPM, Algorithm 2) and save them as a PNG grid (rank 0)."
     if not self.is_main: return None
     n = n or self.config.n_samples
     labels = torch.arange(n, device=self.device) % self.dataset.num_classes if self.config.conditional else None
-    x = _ancestral_samples(self.ema.model, (n, *self.item_shape), self.schedule, labels, torch.Generator(self.device).manual_seed(0))
+    x = sample(self.ema.model, (n, *self.item_shape), self.schedule, labels=labels, generator=torch.Generator(self.device).manual_seed(0), progress=False)
     self.out.mkdir(parents=True, exist_ok=True)
     path = Path(path) if path else self.out / f"samples-{self.step:08d}.png"
     save_image_grid(x, path)
