@@ -12,7 +12,7 @@ from tqdm.auto import tqdm
 
 from .elbo import p_variance, q_posterior, x0_from_eps
 from .forward import _check_like, noise_like
-from .loss import eps_from_x0, mu_from_eps
+from .loss import mu_from_eps
 from .schedule import Schedule, extract
 
 # %% auto #0

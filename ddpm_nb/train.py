@@ -14,13 +14,14 @@ import time
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
+import matplotlib.image
 import numpy as np
 import torch
 import torch.distributed as dist
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import Dataset, DistributedSampler
 from tqdm.auto import tqdm
 
 from .data import load_dataset
@@ -254,7 +255,6 @@ def save_image_grid(
         r, q = divmod(i, nrow)
         grid[:, 1 + r * (h + 1): 1 + r * (h + 1) + h, 1 + q * (w + 1): 1 + q * (w + 1) + w] = x[i]
     arr = grid.permute(1, 2, 0).numpy()
-    import matplotlib.image
     path = Path(path); tmp = path.with_name(f".{path.name}.tmp")
     matplotlib.image.imsave(tmp, arr[..., 0] if c == 1 else arr, cmap="gray" if c == 1 else None, vmin=0, vmax=1, format="png")
     _fsync(tmp); os.replace(tmp, path)
