@@ -19,6 +19,9 @@ min_python = cfg["min_python"]
 requirements = shlex.split(cfg.get("requirements", ""))
 dev_requirements = shlex.split(cfg.get("dev_requirements", ""))
 mnist_requirements = shlex.split(cfg.get("mnist_requirements", ""))
+bench_requirements = shlex.split(cfg.get("bench_requirements", ""))
+fid_requirements = shlex.split(cfg.get("fid_requirements", ""))
+inception_requirements = shlex.split(cfg.get("inception_requirements", ""))
 lib_path = cfg["lib_path"]
 
 setuptools.setup(
@@ -43,7 +46,7 @@ setuptools.setup(
     include_package_data=True,
     python_requires=f">={min_python}",
     install_requires=requirements,
-    extras_require={"dev": dev_requirements, "mnist": mnist_requirements},
+    extras_require={"dev": dev_requirements, "mnist": mnist_requirements, "bench": bench_requirements, "fid": fid_requirements, "inception": inception_requirements},
     zip_safe=False,
     entry_points={
         "console_scripts": cfg.get("console_scripts", "").split(),

@@ -121,6 +121,31 @@ def _predict(model, x:Tensor, t:Tensor, labels:Tensor|None, guidance_scale:float
     cond, uncond = both.chunk(2)
     return (1 + guidance_scale) * cond - guidance_scale * uncond
 
+def _step_coefs(
+    s:Schedule, # the schedule the model was trained with
+    ts:Tensor, # visited code steps, decreasing (from timesteps())
+    sampler:str, # "ddpm" or "ddim"
+    eta:float=0., # DDIM's η
+    variance:str="beta_tilde", # DDPM's σ_t²: "beta_tilde" or "beta"
+)->list[tuple[float, ...]]: # one tuple of Python floats per visited step, in visiting order
+    "Every scalar of a sampling run, computed once in float64 before the loop (instead of gathers and checks at every step)."
+    s, ts = s.to("cpu"), ts.cpu()
+    if sampler == "ddpm":                                               # DDPM on the visited steps: the respaced schedule
+        r = respace(s, ts)
+        ab, a, b, c0, ct, var = (v.double().flip(0) for v in (r.alpha_bar, r.alpha, r.beta, r.post_coef_x0, r.post_coef_xt, p_variance(r, variance)))
+        sigma = var.sqrt() * (torch.arange(len(ts)) < len(ts) - 1)      # no noise at the last step (Algorithm 2)
+        cols = (1 / ab.sqrt(), (1 / ab - 1).sqrt(),                     # x̂_0 = x_t/√ᾱ_t − √(1/ᾱ_t − 1) ε (Eq. 15)
+                c0, ct,                                                 # μ̃_t(x_t, x̂_0) (Eq. 7)
+                1 / a.sqrt(), b / (a.sqrt() * (1 - ab).sqrt()),         # μ_θ = x_t/√α_t − β_t/(√α_t √(1−ᾱ_t)) ε (Eq. 11)
+                sigma)
+    else:                                                               # DDIM from ts[i] to ts[i+1]; ᾱ = 1 after the last step
+        ab = s.alpha_bar.double()[ts]
+        ab_prev = torch.cat([ab[1:], ab.new_ones(1)])
+        sigma = eta * ((1 - ab_prev) / (1 - ab) * (1 - ab / ab_prev)).sqrt()             # DDIM Eq. 16
+        cols = (1 / ab.sqrt(), (1 / ab - 1).sqrt(), ab.sqrt(), (1 - ab).sqrt(),
+                ab_prev.sqrt(), (1 - ab_prev - sigma ** 2).clamp_min(0).sqrt(), sigma)    # DDIM Eq. 12
+    return list(zip(*(c.tolist() for c in cols)))
+
 # %% ../nbs/08_sample.ipynb #979eede0
 def sample(
     model:nn.Module, # noise predictor: model(x_t, t) or model(x_t, t, labels)
@@ -153,7 +178,7 @@ def sample(
     clip = len(shape) == 4 if clip is None else clip
     x = noise_like(torch.empty(shape, device=dev), generator) if x_T is None else x_T.to(dev).float()
     if tuple(x.shape) != tuple(shape): raise ValueError(f"x_T must have shape {tuple(shape)}, got {tuple(x.shape)}")
-    r = respace(s, ts) if sampler == "ddpm" else None                   # DDPM on the visited steps
+    coefs = _step_coefs(s, ts, sampler, eta, variance)                  # every scalar of the run, once
     every = trajectory_every or max(1, len(ts) // 10)
     traj = {"t": [], "x_t": [], "x0_hat": []}
     was_training = model.training if isinstance(model, nn.Module) else None
@@ -165,11 +190,20 @@ def sample(
                 eps = _predict(model, x, tt, labels, guidance_scale)
                 if eps.shape != x.shape: raise ValueError(f"the model returned shape {tuple(eps.shape)} for input {tuple(x.shape)}")
                 x_in = x
-                if sampler == "ddpm":
-                    x, x0_hat = ddpm_step(eps, len(ts) - 1 - i, x, r, variance=variance, clip=clip, generator=generator)
-                else:
-                    t_prev = int(ts[i + 1]) if i + 1 < len(ts) else -1
-                    x, x0_hat = ddim_step(eps, tt, t_prev, x, s, eta=eta, clip=clip, generator=generator)
+                if sampler == "ddpm":                                   # ddpm_step on the respaced schedule, with precomputed scalars
+                    ra, rm1, c0, ct, mx, me, sigma = coefs[i]
+                    x0_hat = torch.sub(x * ra, eps, alpha=rm1)                          # Eq. 15
+                    if clip: x = torch.add(x0_hat.clamp_(-1, 1) * c0, x, alpha=ct)     # μ̃_t(x_t, clipped x̂_0), Eq. 7
+                    else: x = torch.sub(x * mx, eps, alpha=me)                          # μ_θ(x_t, t), Eq. 11
+                    x = x.add_(noise_like(x, generator), alpha=sigma)                   # σ = 0 at the last step (z drawn as before)
+                else:                                                   # ddim_step from ts[i] to ts[i+1], likewise
+                    ra, rm1, sa, s1a, sa_prev, c_eps, sigma = coefs[i]
+                    x0_hat = torch.sub(x * ra, eps, alpha=rm1)
+                    if clip:
+                        x0_hat = x0_hat.clamp_(-1, 1)
+                        eps = torch.sub(x, x0_hat, alpha=sa).div_(s1a)                 # ε re-derived from the clipped x̂_0
+                    x = torch.add(x0_hat * sa_prev, eps, alpha=c_eps)                  # DDIM Eq. 12
+                    if eta > 0: x = x.add_(noise_like(x, generator), alpha=sigma)
                 if return_trajectory and (i % every == 0 or i == len(ts) - 1):
                     traj["t"].append(t); traj["x_t"].append(x_in.cpu()); traj["x0_hat"].append(x0_hat.cpu())
     finally:

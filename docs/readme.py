@@ -5,7 +5,7 @@
 
 Markdown cells are copied; code cells become ```python blocks, their printed and displayed
 text outputs ``` blocks; cells marked `#| hide` are left out, and `#|` directive lines removed.
-Links to sibling notebooks (`01_forward.ipynb`) are pointed at nbs/.
+Links to sibling notebooks (`01_forward.ipynb`) and to images in nbs/images/ are pointed at nbs/.
 """
 import json
 import re
@@ -39,7 +39,7 @@ def render(nb_path: Path = ROOT / "nbs" / "index.ipynb") -> str:
     for cell in nb["cells"]:
         src = "".join(cell["source"])
         if cell["cell_type"] == "markdown":
-            parts.append(re.sub(r"\]\((?!https?:|#)([\w-]+\.ipynb)", r"](nbs/\1", src).strip())
+            parts.append(re.sub(r"\]\((?!https?:|#)([\w-]+\.ipynb|images/)", r"](nbs/\1", src).strip())
         elif cell["cell_type"] == "code":
             if _directives(src) & {"hide", "exporti"}: continue
             code = "\n".join(l for l in src.splitlines() if not l.startswith("#|")).strip()

@@ -13,7 +13,7 @@ NOTEBOOKS = sorted(p for p in (ROOT / "nbs").glob("*.ipynb") if not p.name.start
 
 def test_notebooks_found():
     names = {p.name for p in NOTEBOOKS}
-    assert {"index.ipynb", *(f"{n}.ipynb" for n in ("01_forward", "02_schedule", "03_vae", "04_loss", "05_unet", "06_data", "07_train", "08_sample"))} <= names, names
+    assert {"index.ipynb", *(f"{n}.ipynb" for n in ("01_forward", "02_schedule", "03_vae", "04_loss", "05_unet", "06_data", "07_train", "08_sample", "10_cli"))} <= names, names
 
 
 @pytest.mark.parametrize("nb", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])

@@ -58,7 +58,7 @@ def test_every_module_imports_without_dev_tools(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]", out.stdout
-    assert {f"ddpm_nb.{m}" for m in ("forward", "schedule", "elbo", "loss", "unet", "data", "train", "sample")} <= set(MODULES), MODULES
+    assert {f"ddpm_nb.{m}" for m in ("forward", "schedule", "elbo", "loss", "unet", "data", "train", "sample", "cli")} <= set(MODULES), MODULES
 
 
 def test_runtime_requirements_exclude_nbdev():
@@ -77,12 +77,14 @@ def wheel(tmp_path_factory):
 
 def test_wheel_contents(wheel):
     names = zipfile.ZipFile(wheel).namelist()
-    for m in ("ddpm_nb/__init__.py", *(f"ddpm_nb/{n}.py" for n in ("forward", "schedule", "elbo", "loss", "unet", "data", "train", "sample")), "ddpm_nb/_modidx.py"):
+    for m in ("ddpm_nb/__init__.py", *(f"ddpm_nb/{n}.py" for n in ("forward", "schedule", "elbo", "loss", "unet", "data", "train", "sample", "cli")), "ddpm_nb/_modidx.py"):
         assert m in names, m
     assert not any(n.startswith(("nbs/", "tests/", "docs/")) for n in names)
     meta = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("METADATA"))).decode()
     reqs = [l for l in meta.splitlines() if l.startswith("Requires-Dist:")]
     assert all("extra ==" in l for l in reqs if "nbdev" in l or "fastcore" in l), reqs
+    entry_points = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("entry_points.txt"))).decode()
+    assert "ddpm_nb = ddpm_nb.cli:main" in entry_points, entry_points      # the `ddpm_nb` command
 
 
 def test_wheel_in_clean_venv(wheel, tmp_path):
@@ -95,5 +97,7 @@ def test_wheel_in_clean_venv(wheel, tmp_path):
     run = subprocess.run([str(py), "-c", USE], cwd=tmp_path, capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
     assert str(venv) in run.stdout and "dev-only modules imported: []" in run.stdout, run.stdout
+    cli = subprocess.run([str(venv / "bin" / "ddpm_nb"), "--version"], cwd=tmp_path, capture_output=True, text=True)
+    assert cli.returncode == 0 and cli.stdout.strip() == f"ddpm_nb {settings()['version']}", (cli.stdout, cli.stderr)
     nbdev = subprocess.run([str(py), "-c", "import nbdev"], cwd=tmp_path, capture_output=True)
     assert nbdev.returncode != 0, "nbdev must not be installed by the runtime requirements"

@@ -20,3 +20,13 @@ def test_readme_has_one_setup_and_one_test_command():
         assert text.count(f"<!-- {marker} -->") == 1, marker
     block = re.search(r"<!-- setup-command -->\n```sh\n(.*?)\n```", text, re.S).group(1)
     assert len(block.splitlines()) == 1 and "torch==" in block and '".[dev]"' in block
+
+
+def test_readme_demo_command_and_images():
+    "The main job is one command under its marker, and every image the README shows is a file in the repository."
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert text.count("<!-- demo-command -->") == 1
+    block = re.search(r"<!-- demo-command -->\n```sh\n(.*?)\n```", text, re.S).group(1)
+    assert block == "ddpm_nb demo", block
+    images = re.findall(r"!\[[^\]]*\]\(([^)\s]+)\)", text)
+    assert images and all((ROOT / i).is_file() for i in images), images

@@ -1,0 +1,60 @@
+"""The benchmarks in benchmarks/ run end to end, and ddpm_nb's samplers give the samples diffusers gives.
+
+`python benchmarks/run_all.py --quick` runs in a subprocess, as a user runs it. Only what does not depend on the
+machine's speed is asserted: the exit status, that every benchmark reported, the markdown file, and the same-outputs
+check (ours and diffusers' DDPM and DDIM from the same x_T and noise agree to float32 rounding). No timing is asserted.
+The subprocess runs with one thread (OMP_NUM_THREADS=1), so a busy machine slows it less; the benchmarks themselves
+leave torch's thread count at its default.
+"""
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+from conftest import ROOT
+
+pytest.importorskip("diffusers")
+
+BENCH = ROOT / "benchmarks"
+NAMES = ("sampler", "unet", "precision", "trainer")
+
+
+def run(*args, timeout=300):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, *map(str, args)], capture_output=True, text=True, env=env, cwd=ROOT, timeout=timeout)
+
+
+def test_run_all_quick(tmp_path):
+    out = tmp_path / "results.md"
+    res = run(BENCH / "run_all.py", "--quick", "--out", out)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    for name in NAMES:
+        assert f"== {name}:" in res.stdout, f"the {name} benchmark did not report"
+    assert "machine: CPU" in res.stdout and "torch threads" in res.stdout
+    diffs = {k: float(v) for k, v in re.findall(r"same outputs: max abs diff, ([^:]+): ([-+0-9.e]+)", res.stdout)}
+    assert len(diffs) == 4, res.stdout[-3000:]                     # DDPM with and without clipping, DDIM η = 0 and 1
+    assert max(diffs.values()) < 1e-3, diffs                       # samples are O(1): float32 rounding over 1000 steps
+    md = out.read_text()
+    assert md.startswith("# ddpm_nb benchmarks") and all(f"| {name} |" in md for name in NAMES)
+    assert not list(tmp_path.glob(".*.tmp")), "a temporary file of the atomic write was left behind"
+
+
+HELP = """
+import contextlib, io, runpy, sys
+for path in sys.argv[1:]:
+    sys.argv, out = [path, "--help"], io.StringIO()
+    with contextlib.redirect_stdout(out):
+        try: runpy.run_path(path, run_name="__main__")
+        except SystemExit as e: assert e.code == 0, (path, e.code)
+    assert "--quick" in out.getvalue() and "--out" in out.getvalue(), (path, out.getvalue()[:500])
+    print("ok", path)
+"""
+
+
+def test_help():
+    "Every script answers --help (one interpreter for all five: torch is imported once)."
+    scripts = [BENCH / "run_all.py", *(BENCH / f"{name}.py" for name in NAMES)]
+    res = run("-c", HELP, *scripts)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    assert res.stdout.count("ok ") == len(scripts), res.stdout

@@ -1,0 +1,183 @@
+"""The `ddpm_nb` command line as a user runs it: the installed console script, in a subprocess, at tiny sizes.
+
+Falls back to `python -m ddpm_nb.cli` when the script is not installed next to this interpreter.
+"""
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+_SCRIPT = Path(sys.executable).parent / "ddpm_nb"
+CMD = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "ddpm_nb.cli"]
+TINY = ["--batch-size", "16", "--lr", "1e-3", "--warmup", "2", "--device", "cpu", "--no-progress"]
+
+
+def start(*args, cwd):
+    "Start `ddpm_nb args` in `cwd`, one thread per process: the tests run several at once on few cores."
+    return subprocess.Popen([*CMD, *map(str, args)], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+
+def finish(p, expect=0, timeout=240):
+    "Wait for `p`; check its exit status and that no traceback reached the user. Returns (stdout, stderr)."
+    out, err = p.communicate(timeout=timeout)
+    assert "Traceback" not in err, err
+    assert p.returncode == expect, f"exit status {p.returncode}, expected {expect}\n{p.args}\n{out}\n{err}"
+    return out, err
+
+
+def ddpm_nb(*args, cwd, expect=0):
+    "Run `ddpm_nb args` in `cwd`: (stdout, stderr)."
+    return finish(start(*args, cwd=cwd), expect)
+
+
+def in_parallel(cases, cwd):
+    "Run several short commands at once: [(args, expected exit status)] -> [(stdout, stderr)]."
+    procs = [start(*args, cwd=cwd) for args, _ in cases]
+    return [finish(p, expect) for p, (_, expect) in zip(procs, cases)]
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory):
+    return tmp_path_factory.mktemp("cli")
+
+
+@pytest.fixture(scope="module")
+def runs(work):
+    "Two tiny runs, trained at the same time: class-conditional digits (U-Net) and moons (the default MLP)."
+    digits = start("train", "--data", "digits", "--out", "runs/digits", "--conditional", "--steps", 4, "--ckpt-every", 2, *TINY, cwd=work)
+    moons = start("train", "--data", "moons", "--out", "runs/moons", "--steps", 4, *TINY, cwd=work)
+    out_digits, _ = finish(digits)
+    out_moons, _ = finish(moons)
+    return {"digits": work / "runs/digits", "moons": work / "runs/moons", "out_digits": out_digits, "out_moons": out_moons}
+
+
+def state(ckpt):
+    return json.loads((Path(ckpt) / "state.json").read_text())
+
+
+def test_help_everywhere(work):
+    outs = in_parallel([(["--help"], 0), *(([cmd, "--help"], 0) for cmd in ("train", "sample", "eval", "demo"))], work)
+    top = outs[0][0]
+    assert top.startswith("usage: ddpm_nb") and all(c in top for c in ("train", "sample", "eval", "demo"))
+    for (out, _), cmd in zip(outs[1:], ("train", "sample", "eval", "demo")):
+        assert out.startswith(f"usage: ddpm_nb {cmd}") and "(default: " in out and "examples:" in out, out
+    assert "--batch-size N" in outs[1][0] and "(default: 128)" in outs[1][0]
+    assert "--sampler {ddpm,ddim}" in outs[2][0] and "(default: ddim)" in outs[2][0]
+
+
+def test_train_writes_checkpoints(runs):
+    digits, moons = runs["digits"], runs["moons"]
+    assert sorted(p.name for p in digits.glob("ckpt-*")) == ["ckpt-00000002", "ckpt-00000004"]
+    cfg = state(digits / "ckpt-00000004")["config"]
+    assert (cfg["model"], cfg["conditional"], cfg["batch_size"], cfg["lr"], cfg["steps"]) == ("tiny", True, 16, 1e-3, 4)
+    assert "trained to step 4" in runs["out_digits"] and "ckpt-00000004" in runs["out_digits"]
+    meta = state(moons / "ckpt-00000004")
+    assert meta["config"]["model"] == "mlp" and meta["model"]["kind"] == "mlp"     # the default network for 2-D points
+
+
+def test_resume_and_one_run_per_folder(runs, work):
+    run = work / "resumed"
+    shutil.copytree(runs["digits"], run)
+    refused = start("train", "--data", "digits", "--out", run, "--steps", 6, *TINY, cwd=work)     # the folder holds a run
+    out, _ = ddpm_nb("train", "--out", run, "--resume", "--steps", 6, "--no-progress", cwd=work)
+    _, err = finish(refused, expect=1)
+    assert "already holds a run (last checkpoint ckpt-00000004): add --resume" in err, err
+    assert "steps 4 to 6" in out and state(run / "ckpt-00000006")["step"] == 6
+    assert state(run / "ckpt-00000006")["config"]["out"] == str(run)
+    out, _ = ddpm_nb("train", "--out", run, "--resume", cwd=work)
+    assert "nothing to do" in out
+
+
+def test_sample_images(runs, work):
+    ddpm_out, ddim_out = in_parallel([
+        (["sample", "--ckpt", runs["digits"], "--sampler", "ddpm", "--steps", 10, "--n", 20, "--out", "ddpm.png", "--no-progress"], 0),
+        (["sample", "--ckpt", runs["digits"] / "ckpt-00000002", "--label", 7, "--guidance", 3, "--n", 12, "--eta", 0.5,
+          "--out", "sevens.png", "--npz", "out/sevens.npz", "--no-progress"], 0)], work)
+    assert "DDPM 10 steps, one row per class" in ddpm_out[0] and "(step 4)" in ddpm_out[0]
+    assert "DDIM 50 steps, eta 0.5, label 7, guidance 3" in ddim_out[0] and "(step 2)" in ddim_out[0]
+    assert (work / "ddpm.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and (work / "sevens.png").exists()
+    with np.load(work / "out/sevens.npz") as f:
+        x, y = f["x"], f["y"]
+    assert x.shape == (12, 1, 8, 8) and x.dtype == np.float32 and x.min() >= -1 and x.max() <= 1
+    assert (y == 7).all() and y.shape == (12,)
+    assert not list((work / "out").glob(".*"))                          # the temporary file was renamed into place
+
+
+def test_sample_points(runs, work):
+    out, _ = ddpm_nb("sample", "--ckpt", runs["moons"], "--n", 300, "--out", "moons.png", "--npz", "moons.npz", "--no-progress", cwd=work)
+    assert "wrote moons.png" in out and (work / "moons.png").read_bytes()[:4] == b"\x89PNG"
+    with np.load(work / "moons.npz") as f:
+        assert f["x"].shape == (300, 2) and "y" not in f.files         # unconditional: no labels
+
+
+def test_eval(runs, work):
+    (text, _), (js, _) = in_parallel([
+        (["eval", "--ckpt", runs["digits"], "--n", 180, "--steps", 5, "--device", "cpu", "--no-progress"], 0),   # 180: the fewest for the digits
+        (["eval", "--ckpt", runs["moons"], "--n", 200, "--steps", 5, "--json", "--device", "cpu", "--no-progress"], 0)], work)
+    assert text.startswith("digits: 180 samples, ddim 5 steps"), text
+    report = json.loads(js)
+    assert report["data"] == "moons" and report["settings"]["n"] == 200 and report["metrics"], report
+
+
+def test_demo_tiny(work):
+    out, _ = ddpm_nb("demo", "--out", "demo", "--steps", 4, "--sample-steps", 5, "--eval-n", 180, "--device", "cpu", "--no-progress", cwd=work)
+    grid = work / "demo" / "samples.png"
+    assert grid.read_bytes()[:4] == b"\x89PNG" and "samples: demo/samples.png" in out, out
+    assert state(work / "demo" / "ckpt-00000004")["config"]["conditional"] is True
+    assert "metrics of demo/ckpt-00000004 (180 samples, DDIM 5 steps, no guidance)" in out, out
+
+
+def test_bad_arguments_exit_2(work):
+    cases = [["frobnicate"], ["train", "--data", "digits", "--out", "x", "--steps", "ten"], ["sample", "--ckpt", "x", "--sampler", "euler"],
+             ["sample", "--ckpt", "x"], ["train", "--data", "digits", "--dry-run"]]
+    outs = in_parallel([(c, 2) for c in cases], work)
+    for (out, err), c in zip(outs, cases):
+        assert err.startswith("usage: ddpm_nb") and "error:" in err and not out, (c, err)
+    assert "argument --steps: expected an integer >= 1, got 'ten'" in outs[1][1]
+    assert "invalid choice: 'euler'" in outs[2][1]
+    assert "--out DIR is required" in outs[4][1]
+
+
+def test_missing_and_broken_checkpoints_exit_1(runs, work):
+    broken = work / "broken"
+    shutil.copytree(runs["digits"] / "ckpt-00000004", broken)
+    (broken / "ema.safetensors").write_bytes((broken / "ema.safetensors").read_bytes()[:300])
+    damaged = work / "damaged"                                          # a run whose last checkpoint has a damaged state.json
+    shutil.copytree(runs["digits"], damaged)
+    (damaged / "ckpt-00000004" / "state.json").write_text("{not json")
+    outs = in_parallel([(["sample", "--ckpt", "nowhere", "--out", "x.png"], 1), (["eval", "--ckpt", "nowhere"], 1),
+                        (["sample", "--ckpt", broken, "--out", "x.png"], 1), (["train", "--out", damaged, "--resume"], 1)], work)
+    for out, err in outs:
+        assert err.startswith("ddpm_nb: error: ") and err.count("\n") == 1 and not out, err
+    assert outs[0][1] == "ddpm_nb: error: no checkpoint at nowhere\n"
+    assert "no checkpoint at nowhere" in outs[1][1]
+    assert f"{broken}/ema.safetensors is not a readable safetensors file" in outs[2][1]
+    assert f"{damaged}/ckpt-00000004/state.json is not valid JSON" in outs[3][1]
+    assert not (work / "x.png").exists()
+
+
+def test_ctrl_c_keeps_the_last_checkpoint(work):
+    run = work / "interrupted"
+    p = start("train", "--data", "digits", "--out", run, "--steps", 100_000, "--ckpt-every", 3, *TINY, cwd=work)
+    deadline = time.time() + 120
+    while not list(run.glob("ckpt-*")) and time.time() < deadline and p.poll() is None:
+        time.sleep(0.2)
+    assert list(run.glob("ckpt-*")), "no checkpoint appeared"
+    p.send_signal(signal.SIGINT)
+    _, err = finish(p, expect=130)
+    last = sorted(run.glob("ckpt-*"))[-1]
+    assert f"ddpm_nb: interrupted: the last checkpoint is kept, {last}" in err, err
+    assert f"(continue with: ddpm_nb train --out {run} --resume)" in err
+
+
+def test_python_m(work):
+    r = subprocess.run([sys.executable, "-m", "ddpm_nb.cli", "--version"], cwd=work, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and r.stdout.startswith("ddpm_nb "), r
