@@ -350,10 +350,11 @@ def image_metrics(
         sw = [sliced_wasserstein(_flat(c), _flat(ref.eval), generator=torch.Generator().manual_seed(seed)) for c in _chunks(x, m)]
         out.append(Metric("pixel_sw", float(np.mean(sw)), sliced_wasserstein(_flat(ref.test), _flat(ref.eval), generator=torch.Generator().manual_seed(seed)),
                           f"sliced 2-Wasserstein in pixel space, {m} vs {m}"))
-    mem = memorisation(x, ref.train, torch.cat([ref.test, ref.eval]) if ref.held_out else ref.eval, ref.n_levels)
-    out += [Metric("exact_copies", mem["exact_copies"], 0, "samples equal to a training image (after rounding to its grey levels)"),
-            Metric("close_share", mem["close_share"], mem["close_expected"], "share of samples nearer a training image than 95% of held-out images are"),
-            Metric("nn_ratio", mem["nn_ratio"], 1.0, "median distance to the nearest training image, samples / held-out")]
+    mem = memorisation(x, ref.train, torch.cat([ref.test, ref.eval]), ref.n_levels)
+    out.append(Metric("exact_copies", mem["exact_copies"], 0, "samples equal to a training image (after rounding to its grey levels)"))
+    if ref.held_out:                                                    # a user's own data has no held-out images to compare distances with
+        out += [Metric("close_share", mem["close_share"], mem["close_expected"], "share of samples nearer a training image than 95% of held-out images are"),
+                Metric("nn_ratio", mem["nn_ratio"], 1.0, "median distance to the nearest training image, samples / held-out")]
     return out
 
 def point_metrics(
