@@ -187,8 +187,8 @@ def memorisation(
     d_x, j_x = _cdist_min(x, train)
     d_h = _cdist_min(held_out, train)[0]
     r = torch.quantile(d_h, quantile).item()
-    xq = x if n_levels is None else torch.round((x.clamp(-1, 1) + 1) / 2 * (n_levels - 1)) / (n_levels - 1) * 2 - 1
-    exact = int((_cdist_min(xq, train)[0] < 1e-9).sum())
+    level = (lambda v: v) if n_levels is None else (lambda v: torch.round((v.clamp(-1, 1) + 1) / 2 * (n_levels - 1)))
+    exact = int((_cdist_min(level(x), level(train))[0] < 1e-9).sum())   # compared as integer grey levels: 2k/255 - 1 is not exact in float32
     return dict(exact_copies=exact, close_share=(d_x < r).double().mean().item(), close_expected=quantile,
                 nn_ratio=(d_x.median() / d_h.median()).item(), nn_index=j_x)
 
@@ -321,38 +321,45 @@ def image_metrics(
     seed:int=0, # which training images stand in as "copies"
     n_copies:int=50, # sets of training images averaged for the "copies" floor
 )->list[Metric]:
-    "Feature Fréchet distance with its two floors, precision/recall, class accuracy and the memorisation check."
+    "Feature Fréchet distance with its floors, precision/recall, class accuracy and the memorisation check."
     out = []
     m = len(ref.eval)
     if len(x) < m: raise ValueError(f"need at least {m} samples (the size of the eval half of {ref.name}), got {len(x)}")
     g = torch.Generator().manual_seed(seed)
+    own = not ref.held_out                                              # a user's own data: test and eval are halves of the training data
     if ref.net is not None:
         fe, ft = features(ref.net, ref.eval), features(ref.net, ref.test)
         fx = features(ref.net, x)
         fd = [frechet_distance(c, fe) for c in _chunks(fx, m)]
         ftr = features(ref.net, ref.train)
-        fd_copy = [frechet_distance(ftr[torch.randperm(len(ftr), generator=g)[:m]], fe) for _ in range(n_copies)]
         fd_test = frechet_distance(ft, fe)
         k = len(fd)
         se = float(np.std(fd, ddof=1) / math.sqrt(k)) if k > 1 else None
-        out += [Metric("fd", float(np.mean(fd)), float(np.mean(fd_copy)), f"feature Fréchet distance, mean of {k} set{'s' * (k > 1)} of {m} vs {m} held-out; real: {n_copies} sets of training images", se),
-                Metric("fd_heldout", fd_test, None, f"real held-out images ({m}) vs the same {m}: the other floor"),
-                Metric("fd_ratio", float(np.mean(fd) / np.mean(fd_copy)), 1.0, "fd / its training-images floor")]
+        sets = f"mean of {k} set{'s' * (k > 1)} of {m}"
+        if own:                                                         # random training images would overlap eval: the disjoint half is the floor
+            out += [Metric("fd", float(np.mean(fd)), fd_test, f"feature Fréchet distance, {sets} vs {m} of your images; real: the other {len(ref.test)} of them", se),
+                    Metric("fd_ratio", float(np.mean(fd) / fd_test), 1.0, "fd / its real-data floor")]
+        else:
+            fd_copy = [frechet_distance(ftr[torch.randperm(len(ftr), generator=g)[:m]], fe) for _ in range(n_copies)]
+            out += [Metric("fd", float(np.mean(fd)), float(np.mean(fd_copy)), f"feature Fréchet distance, {sets} vs {m} held-out; real: {n_copies} sets of training images", se),
+                    Metric("fd_heldout", fd_test, None, f"real held-out images ({m}) vs the same {m}: the other floor"),
+                    Metric("fd_ratio", float(np.mean(fd) / np.mean(fd_copy)), 1.0, "fd / its training-images floor")]
         held = torch.cat([ft, fe])
         pr = [precision_recall(ftr, c) for c in _chunks(fx, len(held))] or [precision_recall(ftr, fx)]
-        pr_real = precision_recall(ftr, held)
+        pr_real = (None, None) if own else precision_recall(ftr, held)  # own data has no images outside the training set to score
         out += [Metric("precision", float(np.mean([p for p, _ in pr])), pr_real[0], "share of samples on the training data's manifold (k=3)"),
                 Metric("recall", float(np.mean([r for _, r in pr])), pr_real[1], "share of training data on the samples' manifold (k=3)")]
         if labels is not None:
-            out.append(Metric("accuracy", class_accuracy(ref.net, x, labels), class_accuracy(ref.net, torch.cat([ref.test, ref.eval]), torch.cat([ref.test_labels, ref.eval_labels])),
-                              "share of samples the classifier puts in the class asked for"))
+            acc_real = None if own else class_accuracy(ref.net, torch.cat([ref.test, ref.eval]), torch.cat([ref.test_labels, ref.eval_labels]))
+            out.append(Metric("accuracy", class_accuracy(ref.net, x, labels), acc_real,
+                              "share of samples the classifier puts in the class asked for" + (" (a classifier trained on your images)" if own else "")))
     else:
         sw = [sliced_wasserstein(_flat(c), _flat(ref.eval), generator=torch.Generator().manual_seed(seed)) for c in _chunks(x, m)]
         out.append(Metric("pixel_sw", float(np.mean(sw)), sliced_wasserstein(_flat(ref.test), _flat(ref.eval), generator=torch.Generator().manual_seed(seed)),
-                          f"sliced 2-Wasserstein in pixel space, {m} vs {m}"))
+                          f"sliced 2-Wasserstein in pixel space, {m} vs {m}" + (f" of your images; real: the other {len(ref.test)} of them" if own else "")))
     mem = memorisation(x, ref.train, torch.cat([ref.test, ref.eval]), ref.n_levels)
     out.append(Metric("exact_copies", mem["exact_copies"], 0, "samples equal to a training image (after rounding to its grey levels)"))
-    if ref.held_out:                                                    # a user's own data has no held-out images to compare distances with
+    if not own:                                                         # distances to the training set need held-out images to compare with
         out += [Metric("close_share", mem["close_share"], mem["close_expected"], "share of samples nearer a training image than 95% of held-out images are"),
                 Metric("nn_ratio", mem["nn_ratio"], 1.0, "median distance to the nearest training image, samples / held-out")]
     return out
@@ -407,7 +414,7 @@ def evaluate(
         if not ref.is_image or ref.n_levels is None: raise ValueError("nll needs image data on a known grid of grey levels")
         held = torch.cat([ref.test, ref.eval]); hl = torch.cat([ref.test_labels, ref.eval_labels]) if classes else None
         b = nll_bits_per_dim(model, held, s, ref.n_levels, labels=hl, generator=torch.Generator().manual_seed(seed))
-        rows.append(Metric("nll_bits_per_dim", b.total, None, f"variational bound on the held-out images, ± {b.stderr:.3f}"))
+        rows.append(Metric("nll_bits_per_dim", b.total, None, f"variational bound on the {'held-out' if ref.held_out else 'training'} images, ± {b.stderr:.3f}"))
     settings = dict(n=n, sampler=sampler, n_steps=n_steps or s.n_steps, eta=eta, guidance_scale=guidance_scale, seed=seed)
     return EvalReport(ref.name, settings, seconds, rows)
 
