@@ -314,6 +314,13 @@ def _fmt(v): return str(v) if isinstance(v, int) else f"{v:.4g}"
 
 def _chunks(x, m): return [x[i * m:(i + 1) * m] for i in range(len(x) // m)]
 
+def _copy_set(ref, m, labels, g):
+    "Indices of m training images: random, or with the class counts of the first m samples when the samples were asked for classes."
+    if labels is None or ref.train_labels is None: return torch.randperm(len(ref.train), generator=g)[:m]
+    mix = torch.bincount(labels[:m].cpu(), minlength=int(ref.train_labels.max()) + 1)
+    pools = [(ref.train_labels == k).nonzero()[:, 0] for k in range(len(mix))]
+    return torch.cat([pool[torch.randperm(len(pool), generator=g)[:c]] for pool, c in zip(pools, mix.tolist())])
+
 def image_metrics(
     x:Tensor, # (n, c, h, w) samples in [-1, 1], n >= the size of the eval half
     ref:Reference, # the real data
@@ -340,8 +347,9 @@ def image_metrics(
             out += [Metric("fd", float(np.mean(fd)), fd_test, f"feature Fréchet distance, {sets} vs {m} of your images; real: the other {len(ref.test)} of them", se),
                     Metric("fd_ratio", float(np.mean(fd) / fd_test), 1.0, "fd / its real-data floor")]
         else:
-            fd_copy = [frechet_distance(ftr[torch.randperm(len(ftr), generator=g)[:m]], fe) for _ in range(n_copies)]
-            out += [Metric("fd", float(np.mean(fd)), float(np.mean(fd_copy)), f"feature Fréchet distance, {sets} vs {m} held-out; real: {n_copies} sets of training images", se),
+            fd_copy = [frechet_distance(ftr[_copy_set(ref, m, labels, g)], fe) for _ in range(n_copies)]
+            mixed = " with the samples' class mix" if labels is not None and ref.train_labels is not None else ""
+            out += [Metric("fd", float(np.mean(fd)), float(np.mean(fd_copy)), f"feature Fréchet distance, {sets} vs {m} held-out; real: {n_copies} sets of training images{mixed}", se),
                     Metric("fd_heldout", fd_test, None, f"real held-out images ({m}) vs the same {m}: the other floor"),
                     Metric("fd_ratio", float(np.mean(fd) / np.mean(fd_copy)), 1.0, "fd / its training-images floor")]
         held = torch.cat([ft, fe])
