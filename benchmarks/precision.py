@@ -11,9 +11,8 @@ The network's own error ||eps_fp32 - eps|| / ||eps|| is printed beside it for sc
 channels_last and torch.compile are measured the same way against the eager, contiguous model (compile is left out
 with --quick or --no-compile). The Trainer keeps them off by default; they are worth turning on only where they help.
 
-Sample quality, bf16 against fp32 across seeds (--quality, off by default: minutes of sampling), needs ddpm_nb.metrics:
-feature_distance(x_gen, x_ref, net) with digits_classifier(), or the Frechet distance in the features of
-classifier_for("digits").
+Sample quality, bf16 against fp32 across seeds (--quality, off by default: minutes of sampling): the Frechet distance
+in the features of ddpm_nb.metrics.classifier_for("digits") (chapter 9).
 """
 from __future__ import annotations
 
@@ -142,26 +141,15 @@ def accuracy(rep, model, s, quick):
 
 
 def _distance_fn():
-    "feature_distance(x_gen, x_ref) from ddpm_nb.metrics, whichever of its two spellings the installed version has; None without it."
-    try:
-        import ddpm_nb.metrics as M
-    except ImportError:
-        return None, "ddpm_nb.metrics is not installed"
-    if hasattr(M, "digits_classifier") and hasattr(M, "feature_distance"):
-        net = M.digits_classifier()
-        return (lambda x, ref: float(M.feature_distance(x, ref, net))), "feature_distance with digits_classifier()"
-    if all(hasattr(M, k) for k in ("classifier_for", "features", "frechet_distance")):
-        net = M.classifier_for("digits")
-        return (lambda x, ref: float(M.frechet_distance(M.features(net, x), M.features(net, ref)))), "Fréchet distance in classifier_for('digits') features"
-    return None, "ddpm_nb.metrics has neither digits_classifier/feature_distance nor classifier_for/features/frechet_distance"
+    "The Fréchet distance of chapter 9 between two sets of digits, in the features of its digits classifier."
+    import ddpm_nb.metrics as M
+    net = M.classifier_for("digits")
+    return (lambda x, ref: float(M.frechet_distance(M.features(net, x), M.features(net, ref)))), "Fréchet distance in classifier_for('digits') features"
 
 
 def quality(rep, args, model, s):
     "Sample quality of bf16 against fp32 across seeds, with the metrics of ddpm_nb.metrics."
     dist_fn, how = _distance_fn()
-    if dist_fn is None:
-        rep.skip(BENCH, "sample quality bf16 vs fp32", how)
-        return
     ref = load_digits("test").x
     n, seeds = (64, (0, 1)) if args.quick else (360, (0, 1, 2))
     dist = {"fp32": [], "bf16": []}

@@ -19,15 +19,24 @@ CMD = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "ddpm_nb.cl
 TINY = ["--batch-size", "16", "--lr", "1e-3", "--warmup", "2", "--device", "cpu", "--no-progress"]
 
 
+def _ctrl_c_as_in_a_terminal():
+    "A shell that starts jobs in the background (as CI may) makes them ignore SIGINT, and Python then never raises KeyboardInterrupt."
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start(*args, cwd):
     "Start `ddpm_nb args` in `cwd`, one thread per process: the tests run several at once on few cores."
     return subprocess.Popen([*CMD, *map(str, args)], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+                            env={**os.environ, "OMP_NUM_THREADS": "1"}, preexec_fn=_ctrl_c_as_in_a_terminal if os.name == "posix" else None)
 
 
 def finish(p, expect=0, timeout=240):
-    "Wait for `p`; check its exit status and that no traceback reached the user. Returns (stdout, stderr)."
-    out, err = p.communicate(timeout=timeout)
+    "Wait for `p` (killed after `timeout` s); check its exit status and that no traceback reached the user. Returns (stdout, stderr)."
+    try:
+        out, err = p.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        p.kill(); p.communicate()
+        raise
     assert "Traceback" not in err, err
     assert p.returncode == expect, f"exit status {p.returncode}, expected {expect}\n{p.args}\n{out}\n{err}"
     return out, err
