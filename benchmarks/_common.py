@@ -50,6 +50,18 @@ def alternate(fns: dict[str, Callable[[], object]], rounds: int, warmup: int = 1
     return times
 
 
+def eq14_step(net, opt, x_t, t, eps, dtype=None):
+    "A bare training step on a fixed batch: forward (under CPU autocast when dtype is given), Eq. 14's loss, backward, optimiser step."
+    def f():
+        with torch.autocast("cpu", dtype=dtype or torch.float32, enabled=dtype is not None):
+            out = net(x_t, t)
+        loss = (out.float() - eps).pow(2).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return f
+
+
 def median(xs: list[float]) -> float:
     return statistics.median(xs)
 

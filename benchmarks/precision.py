@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import torch
 from torch import nn
 
-from _common import Report, alternate, fmt_ratio, header, main_for, ratio, rounds
+from _common import Report, eq14_step, alternate, fmt_ratio, header, main_for, ratio, rounds
 from ddpm_nb.data import load_digits
 from ddpm_nb.forward import q_sample
 from ddpm_nb.sample import ddpm_step, sample
@@ -83,15 +83,7 @@ def train_step(model, s, x0, dtype=None, channels_last=False, compiled=False):
     eps = torch.randn(x0.shape, generator=g)
     x_t = q_sample(x0, t, eps, s)
     if channels_last: x_t = x_t.contiguous(memory_format=torch.channels_last)
-
-    def f():
-        with torch.autocast("cpu", dtype=dtype or torch.float32, enabled=dtype is not None):
-            out = net(x_t, t)
-        loss = (out.float() - eps).pow(2).mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-    return f
+    return eq14_step(net, opt, x_t, t, eps, dtype)
 
 
 def sample_step(model, s, x, dtype=None, channels_last=False, compiled=False):

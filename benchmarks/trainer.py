@@ -18,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import torch
 from torch import nn
 
-from _common import Report, alternate, fmt_ratio, header, main_for, median, ratio, rounds
+from _common import Report, eq14_step, alternate, fmt_ratio, header, main_for, median, ratio, rounds
 from ddpm_nb.data import load_digits
 from ddpm_nb.forward import q_sample
 from ddpm_nb.train import TrainConfig, Trainer
@@ -36,15 +36,7 @@ def bare_step(trainer: Trainer):
     eps = torch.randn(x0.shape, generator=g)
     x_t = q_sample(x0, t, eps, s)
     dtype = {"bf16": torch.bfloat16}.get(trainer.precision)
-
-    def f():
-        with torch.autocast("cpu", dtype=dtype or torch.float32, enabled=dtype is not None):
-            out = model(x_t, t)
-        loss = (out.float() - eps).pow(2).mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-    return f
+    return eq14_step(model, opt, x_t, t, eps, dtype)
 
 
 def parts(rep: Report, trainer: Trainer, n: int):
