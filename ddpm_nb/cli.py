@@ -18,11 +18,11 @@ import torch
 from matplotlib.figure import Figure
 
 from . import __version__
-from .data import load_dataset
+from .data import TORCHVISION_DATASETS, load_dataset, load_torchvision, save_array
 from .loss import PREDICTIONS, WEIGHTINGS
 from .sample import sample
 from .schedule import SCHEDULES
-from .train import TrainConfig, Trainer, _read_json, latest_checkpoint, load_model, save_image_grid
+from .train import RECIPES, TrainConfig, Trainer, _read_json, latest_checkpoint, load_model, save_image_grid
 from .unet import UNET_PRESETS, UNet
 
 # %% auto #0
@@ -131,6 +131,7 @@ def _train_arguments(p:argparse.ArgumentParser):
     opt(g, "--data", "data", "a built-in dataset (digits, digits16, digits32, swissroll, moons, gaussians, mnist), "
         "a folder of images (one subfolder per class for labels) or a .npy/.npz file", metavar="NAME|PATH")
     opt(g, "--out", "out", "the run folder: checkpoints and sample grids", shown="required", metavar="DIR")
+    g.add_argument("--recipe", choices=tuple(RECIPES), help="start from a published setup (cifar10: DDPM's CIFAR-10 run, chapter 11); --config and the options given here override it")
     g.add_argument("--config", metavar="FILE.json", help="TrainConfig settings as a JSON object (as --dry-run prints, or a checkpoint's state.json); options given here override them")
     g.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint, up to --steps")
     g.add_argument("--dry-run", action="store_true", help="print the run's settings as TrainConfig JSON and exit without training")
@@ -188,12 +189,15 @@ def _train(args)->int:
     "ddpm_nb train: a new run, or --resume."
     given = _given(args)
     if args.resume: return _resume(args, given)
-    settings = {**(_read_config(args.config) if args.config else {}), **given}
+    settings = {**(RECIPES[args.recipe] if args.recipe else {}), **(_read_config(args.config) if args.config else {}), **given}
     if "out" not in settings: args.subparser.error("--out DIR is required: the run folder")
     last = latest_checkpoint(settings["out"])
     if last is not None and not args.dry_run:
         raise CLIError(f"{settings['out']} already holds a run (last checkpoint {last.name}): add --resume to continue it, or choose another --out")
-    data = load_dataset(settings.get("data", _DEFAULTS.data), "train")
+    name = settings.get("data", _DEFAULTS.data)
+    if args.recipe and name == RECIPES[args.recipe]["data"] and not Path(name).exists():
+        raise CLIError(f"the {args.recipe} recipe reads {name}, which is not there yet: write it with `ddpm_nb data {args.recipe}`, or give --data")
+    data = load_dataset(name, "train")
     settings.setdefault("model", "mlp" if len(data.shape) == 1 else "tiny")
     try: config = TrainConfig.from_dict(settings)
     except ValueError as e: args.subparser.error(str(e))             # a value TrainConfig refuses: a bad argument
@@ -205,7 +209,7 @@ def _train(args)->int:
 def _resume(args, given:dict)->int:
     "ddpm_nb train --resume: continue the run in --out, with the options given changing how it goes on."
     if "out" not in given: args.subparser.error("--resume needs --out DIR: the run folder")
-    if args.config: args.subparser.error("--config cannot be used with --resume: the settings come from the run's checkpoint; change them with options")
+    if args.config or args.recipe: args.subparser.error(f"--{'config' if args.config else 'recipe'} cannot be used with --resume: the settings come from the run's checkpoint; change them with options")
     out = Path(given["out"])
     if (out / "state.json").exists(): raise CLIError(f"{out} is a checkpoint, not a run folder: --out takes the run folder that holds it, {out.parent}")
     last = latest_checkpoint(out)
@@ -243,6 +247,7 @@ COMMANDS["train"] = ("train a model (or continue a run with --resume)",
     "  ddpm_nb train --data digits --out runs/digits --conditional --steps 6000 --lr 1e-3\n"
     "  ddpm_nb train --data moons --out runs/moons --steps 5000                # 2-D points: the mlp\n"
     "  ddpm_nb train --data path/to/images --out runs/mine --preset mnist\n"
+    "  ddpm_nb train --recipe cifar10                                         # DDPM's CIFAR-10 run (after: ddpm_nb data cifar10)\n"
     "  ddpm_nb train --out runs/digits --resume --steps 10000                  # train on to step 10000\n"
     "  ddpm_nb train --data digits --out runs/x --dry-run > cfg.json; ddpm_nb train --config cfg.json --out runs/y",
     _train_arguments, _train)
@@ -430,6 +435,30 @@ COMMANDS["demo"] = ("train a class-conditional model on the built-in digits, dra
     "  ddpm_nb demo                          # DEMO_STEPS steps into ./ddpm_demo (a few minutes on a CPU)\n"
     "  ddpm_nb demo --steps 6000 --out demo6k".replace("DEMO_STEPS", str(DEMO_STEPS)),
     _demo_arguments, _demo)
+
+# %% ../nbs/10_cli.ipynb #593933ef
+def _data_arguments(p:argparse.ArgumentParser):
+    p.add_argument("name", choices=tuple(TORCHVISION_DATASETS), help="the dataset")
+    p.add_argument("--split", choices=("train", "test"), default="train", help="the dataset's training or test part")
+    p.add_argument("--out", metavar="FILE.npz", default=None, help="the file to write (default: data/NAME-SPLIT.npz)")
+    p.add_argument("--root", metavar="DIR", default="data/torchvision", help="torchvision's folder for the downloaded files")
+    p.add_argument("--download", action=argparse.BooleanOptionalAction, default=True, help="download the files when they are not in --root")
+
+def _data(args)->int:
+    "ddpm_nb data: a torchvision dataset, downloaded and written as .npz."
+    out = Path(args.out or f"data/{args.name}-{args.split}.npz")
+    if out.suffix.lower() != ".npz": args.subparser.error(f"--out must end in .npz, got {out}")
+    ds = load_torchvision(args.name, args.split, root=args.root, download=args.download)
+    save_array(ds, out)
+    classes = f"{ds.num_classes} classes ({', '.join(ds.classes[:3])}, ...)" if ds.classes else "unlabelled" if ds.labels is None else f"{ds.num_classes} classes"
+    print(f"{ds.name}: {len(ds)} images of shape {ds.shape}, {classes}; wrote {out} ({out.stat().st_size / 1e6:.1f} MB)")
+    return 0
+
+COMMANDS["data"] = ("download a classic dataset through torchvision and write it as .npz, ready to train on",
+    "  ddpm_nb data cifar10                              # data/cifar10-train.npz, what --recipe cifar10 reads\n"
+    "  ddpm_nb data cifar10 --split test                 # data/cifar10-test.npz\n"
+    "  ddpm_nb data fashion-mnist --out data/fmnist.npz",
+    _data_arguments, _data)
 
 # %% ../nbs/10_cli.ipynb #f2c6aaba
 if __name__ == "__main__" and __package__:                             # python -m ddpm_nb.cli (not a notebook kernel, whose __package__ is None)

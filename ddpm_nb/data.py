@@ -6,6 +6,9 @@
 from __future__ import annotations
 
 import functools
+import importlib
+import os
+import tempfile
 import zipfile
 from pathlib import Path
 
@@ -17,9 +20,9 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 # %% auto #0
-__all__ = ['SPLITS', 'POINT_SETS', 'IMAGE_EXTENSIONS', 'BUILTIN_DATASETS', 'scale_to_unit', 'unscale', 'ArrayDataset',
-           'load_digits', 'load_points', 'load_mnist', 'load_image_folder', 'load_array', 'from_torchvision',
-           'load_dataset']
+__all__ = ['SPLITS', 'POINT_SETS', 'IMAGE_EXTENSIONS', 'TORCHVISION_DATASETS', 'BUILTIN_DATASETS', 'scale_to_unit', 'unscale',
+           'ArrayDataset', 'load_digits', 'load_points', 'load_mnist', 'load_image_folder', 'load_array',
+           'from_torchvision', 'load_torchvision', 'save_array', 'load_dataset']
 
 # %% ../nbs/06_data.ipynb #f455dd4d
 def _check_n_levels(n_levels):
@@ -444,6 +447,49 @@ def from_torchvision(
     ok = isinstance(classes, (list, tuple)) and all(isinstance(c, str) for c in classes) and len(classes) > y.max()
     return ArrayDataset(x, y, n_levels=n_levels, num_classes=len(classes) if ok else None, name=type(ds).__name__,
                         classes=list(classes) if ok else None)
+
+# %% ../nbs/06_data.ipynb #f20f8ce8
+TORCHVISION_DATASETS = {"cifar10": "CIFAR10", "cifar100": "CIFAR100", "mnist": "MNIST", "fashion-mnist": "FashionMNIST"}
+
+def load_torchvision(
+    name:str, # a key of TORCHVISION_DATASETS: cifar10, cifar100, mnist, fashion-mnist
+    split:str="train", # "train" or "test" (the dataset's own split)
+    root:str|Path="data/torchvision", # where torchvision keeps (and downloads) its files
+    download:bool=False, # fetch the files when they are not in `root` yet (needs a network)
+)->ArrayDataset: # the whole split, images in [-1, 1] on 256 levels, with labels and class names
+    "A classic dataset through torchvision (an optional dependency), read into memory with `from_torchvision`."
+    if name not in TORCHVISION_DATASETS:
+        raise ValueError(f"unknown torchvision dataset {name!r}; expected one of {', '.join(TORCHVISION_DATASETS)}")
+    if split not in ("train", "test"): raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    try: tv = importlib.import_module("torchvision.datasets")
+    except ImportError:
+        raise ImportError(f"loading {name} needs torchvision: install the torchvision build that matches your torch "
+                          "(pip install torchvision, or the command pytorch.org gives for your CUDA version)") from None
+    try: ds = getattr(tv, TORCHVISION_DATASETS[name])(str(root), train=split == "train", download=download)
+    except RuntimeError as e:                                            # torchvision: "Dataset not found or corrupted"
+        raise FileNotFoundError(f"{name} is not in {root} ({e}); pass download=True to fetch it") from None
+    out = from_torchvision(ds)
+    out.name = f"{name}/{split}"
+    return out
+
+def save_array(
+    ds:ArrayDataset, # images or points, with or without labels
+    path:str|Path, # a .npz file; its folder is created; an existing file is replaced only once the new one is complete
+)->Path:
+    "Write a dataset as a .npz that `load_array` reads back exactly: uint8 pixels for 256-level images, float32 in [-1, 1] otherwise; labels as `y`."
+    path = Path(path)
+    if path.suffix.lower() != ".npz": raise ValueError(f"save_array writes .npz files, got {path}")
+    arrays = {"x": unscale(ds.x).numpy() if ds.n_levels == 256 else ds.x.numpy()}
+    if ds.labels is not None: arrays["y"] = ds.labels.numpy()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays); f.flush(); os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True); raise
+    return path
 
 # %% ../nbs/06_data.ipynb #b40fa11c
 BUILTIN_DATASETS = ("digits", "digits16", "digits32", "swissroll", "moons", "gaussians", "mnist")

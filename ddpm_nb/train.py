@@ -32,7 +32,7 @@ from .schedule import SCHEDULES, Schedule
 from .unet import UNET_PRESETS, MLPDenoiser, UNet, UNetConfig
 
 # %% auto #0
-__all__ = ['CKPT_PREFIX', 'TrainConfig', 'build_model', 'EMA', 'list_checkpoints', 'latest_checkpoint', 'load_model',
+__all__ = ['RECIPES', 'CKPT_PREFIX', 'TrainConfig', 'build_model', 'EMA', 'list_checkpoints', 'latest_checkpoint', 'load_model',
            'save_image_grid', 'Trainer']
 
 # %% ../nbs/07_train.ipynb #48ee9416
@@ -91,6 +91,21 @@ class TrainConfig:
         unknown = set(d) - {f.name for f in fields(cls)}
         if unknown: raise ValueError(f"unknown TrainConfig field(s): {sorted(unknown)}")
         return cls(**d)
+
+    @classmethod
+    def recipe(cls, name:str, **changes):
+        "A published training setup by name (a key of `RECIPES`; 'cifar10' is DDPM's CIFAR-10 run), `changes` overriding its fields."
+        if name not in RECIPES: raise ValueError(f"unknown recipe {name!r}; expected one of {', '.join(map(repr, RECIPES))}")
+        return cls.from_dict({**RECIPES[name], **changes})
+
+# %% ../nbs/07_train.ipynb #cbf21523
+RECIPES = {
+    "cifar10": dict(  # DDPM's CIFAR-10 run (Ho et al. 2020, Section 4, Appendix B)
+        data="data/cifar10-train.npz", out="runs/cifar10", model="cifar10", model_changes={"dropout": 0.1},
+        schedule="linear", timesteps=1000, steps=800_000, batch_size=128, lr=2e-4, warmup=5000, weight_decay=0., grad_clip=1.,
+        ema_decay=0.9999, random_flip=True, prediction="eps", weighting="none",
+        precision="auto", channels_last=True, compile=True, log_every=100, ckpt_every=10_000, keep=3, sample_every=10_000, n_samples=64),
+}
 
 # %% ../nbs/07_train.ipynb #82225148
 def build_model(

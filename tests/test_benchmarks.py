@@ -1,6 +1,6 @@
 """The benchmarks in benchmarks/ run end to end, and ddpm_nb's samplers give the samples diffusers gives.
 
-`python benchmarks/run_all.py --quick` runs in a subprocess, as a user runs it. Only what does not depend on the
+`python benchmarks/run_all.py --quick` (with diffusers installed) and `python benchmarks/scale.py --quick` run in a subprocess, as a user runs them. Only what does not depend on the
 machine's speed is asserted: the exit status, that every benchmark reported, the markdown file, and the same-outputs
 check (ours and diffusers' DDPM and DDIM from the same x_T and noise agree to float32 rounding). No timing is asserted.
 The subprocess runs with one thread (OMP_NUM_THREADS=1), so a busy machine slows it less; the benchmarks themselves
@@ -14,8 +14,6 @@ import sys
 import pytest
 from conftest import ROOT
 
-pytest.importorskip("diffusers")
-
 BENCH = ROOT / "benchmarks"
 NAMES = ("sampler", "unet", "precision", "trainer")
 
@@ -26,6 +24,7 @@ def run(*args, timeout=300):
 
 
 def test_run_all_quick(tmp_path):
+    pytest.importorskip("diffusers")
     out = tmp_path / "results.md"
     res = run(BENCH / "run_all.py", "--quick", "--out", out)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
@@ -53,8 +52,24 @@ for path in sys.argv[1:]:
 
 
 def test_help():
-    "Every script answers --help (one interpreter for all five: torch is imported once)."
-    scripts = [BENCH / "run_all.py", *(BENCH / f"{name}.py" for name in NAMES)]
+    "Every script answers --help, with or without diffusers (one interpreter for all six: torch is imported once)."
+    scripts = [BENCH / "run_all.py", *(BENCH / f"{name}.py" for name in (*NAMES, "scale"))]
     res = run("-c", HELP, *scripts)
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
     assert res.stdout.count("ok ") == len(scripts), res.stdout
+
+
+def test_scale_quick(tmp_path):
+    "The CIFAR-10 throughput benchmark, at smoke size on whatever device there is; needs no diffusers."
+    out = tmp_path / "scale.md"
+    res = run(BENCH / "scale.py", "--quick", "--out", out)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    assert "parameters: 35,746,307" in res.stdout, res.stdout[-3000:]          # the paper's 35.7M
+    gflop = {k: float(v) for k, v in re.findall(r"GFLOP per image, (forward \+ backward|forward)[^:]*: ([0-9.]+)", res.stdout)}
+    assert set(gflop) == {"forward", "forward + backward"}, res.stdout[-3000:]
+    assert 2.5 < gflop["forward + backward"] / gflop["forward"] < 3.5         # backward costs about two forwards
+    for figure in ("images/s", "fraction of the", "ms per denoising step", "800k steps of batch 128 would take", "50 000 samples"):
+        assert figure in res.stdout, f"no {figure!r} figure\n{res.stdout[-3000:]}"
+    md = out.read_text()
+    assert md.startswith("# ddpm_nb benchmarks") and "| scale |" in md
+    assert not list(tmp_path.glob(".*.tmp")), "a temporary file of the atomic write was left behind"
