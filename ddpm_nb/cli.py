@@ -9,6 +9,7 @@ import argparse
 import json
 import os
 import sys
+import tempfile
 import time
 from dataclasses import asdict, fields
 from pathlib import Path
@@ -22,7 +23,7 @@ from .data import TORCHVISION_DATASETS, load_dataset, load_torchvision, save_arr
 from .loss import PREDICTIONS, WEIGHTINGS
 from .sample import sample
 from .schedule import SCHEDULES
-from .train import RECIPES, TrainConfig, Trainer, _read_json, latest_checkpoint, load_model, save_image_grid
+from .train import RECIPES, TrainConfig, Trainer, _auto_precision, _read_json, latest_checkpoint, load_model, save_image_grid
 from .unet import UNET_PRESETS, UNet
 
 # %% auto #0
@@ -233,13 +234,14 @@ def _fit(args, trainer:Trainer, continue_with:str|None=None)->int:
     "Train to the end of the run, saying what is trained and where the checkpoints are; `continue_with`: the command that resumes it."
     c, m = trainer.config, trainer.model
     args.run_dir, args.continue_with = c.out, continue_with or f"ddpm_nb train --out {c.out} --resume"   # for the message after Ctrl-C
-    print(f"{type(m).__name__} '{c.model}' ({sum(p.numel() for p in m.parameters()):,} parameters{', class-conditional' if c.conditional else ''}) "
+    say = print if trainer.is_main else (lambda *a, **k: None)          # under torchrun, rank 0 speaks for all
+    say(f"{type(m).__name__} '{c.model}' ({sum(p.numel() for p in m.parameters()):,} parameters{', class-conditional' if c.conditional else ''}) "
           f"on {getattr(trainer.dataset, 'name', 'data')} ({len(trainer.dataset)} items of shape {trainer.item_shape}); "
           f"{trainer.device}, {trainer.precision}; steps {trainer.step} to {c.steps}, batch {c.batch_size}")
     t0, start = time.time(), trainer.step
     trainer.fit()
     secs = time.time() - t0
-    print(f"trained to step {trainer.step} in {secs:.0f} s ({(trainer.step - start) / secs:.1f} steps/s), loss {trainer.history[-1][1]:.4f}; "
+    say(f"trained to step {trainer.step} in {secs:.0f} s ({(trainer.step - start) / secs:.1f} steps/s), loss {trainer.history[-1][1]:.4f}; "
           f"checkpoint {latest_checkpoint(c.out)}")
     return 0
 
@@ -304,22 +306,30 @@ def _save_grid(path:str|Path, x:torch.Tensor, nrow:int|None, scale:int|None):
     save_image_grid(x.repeat_interleave(k, -2).repeat_interleave(k, -1), path, nrow=nrow)
 
 # %% ../nbs/10_cli.ipynb #59b8ca3d
-def _draw(ckpt:str, n:int, sampler:str, steps:int, eta:float, label:int|None, guidance:float, seed:int, device:str|None, progress:bool):
-    "Load a checkpoint and draw n samples: (samples, labels, grid row length, checkpoint folder, step, a one-line description)."
+def _draw(ckpt:str, n:int, sampler:str, steps:int, eta:float, label:int|None, guidance:float, seed:int, device:str|None, progress:bool,
+          batch_size:int|None=None, precision:str="fp32"):
+    "Load a checkpoint and draw n samples, `batch_size` at a time: (samples, labels, grid row length, checkpoint folder, step, a one-line description)."
     if sampler == "ddpm" and eta: raise CLIError(f"--eta {eta:g} applies to --sampler ddim only")
     model, s, meta = load_model(ckpt, device=device)
     item_shape, num_classes = _model_io(model)
     labels, per_row = _labels(label, n, num_classes)
     if guidance and labels is None: raise CLIError(f"--guidance {guidance} needs a class-conditional model (trained with --conditional)")
     if steps > s.n_steps: raise CLIError(f"--steps {steps}: the model was trained with T = {s.n_steps} steps, the most a sampler can take")
-    x = sample(model, (n, *item_shape), s, sampler=sampler, n_steps=steps, eta=eta, labels=labels, guidance_scale=guidance,
-               generator=torch.Generator().manual_seed(seed), progress=progress)
+    dev = next(model.parameters()).device
+    precision = _auto_precision(dev) if precision == "auto" else precision
+    dtype = {"bf16": torch.bfloat16, "fp32": None}[precision]
+    g, bs, chunks = torch.Generator(dev).manual_seed(seed), batch_size or n, []   # one generator through the batches, on the model's device
+    with torch.autocast(dev.type, dtype=dtype or torch.float32, enabled=dtype is not None):   # the network in bf16; the sampler's arithmetic stays fp32
+        for i in range(0, n, bs):
+            chunks.append(sample(model, (min(bs, n - i), *item_shape), s, sampler=sampler, n_steps=steps, eta=eta,
+                                 labels=None if labels is None else labels[i:i + bs], guidance_scale=guidance, generator=g, progress=progress).float().cpu())
+    x = torch.cat(chunks)
     if len(item_shape) == 3: x = x.clamp(-1, 1)
     p = Path(ckpt)
     folder = p if (p / "state.json").exists() else latest_checkpoint(p)
     what = (f"{sampler.upper()} {steps} steps" + (f", eta {eta:g}" if sampler == "ddim" and eta else "")
             + ("" if labels is None else f", label {label}" if label is not None else ", one row per class")
-            + (f", guidance {guidance:g}" if guidance else "") + f", seed {seed}")
+            + (f", guidance {guidance:g}" if guidance else "") + f", seed {seed}" + (f", batches of {bs}" if bs < n else "") + f", {precision}")
     return x, labels, per_row, folder, meta["step"], what
 
 def _sample_arguments(p:argparse.ArgumentParser):
@@ -330,7 +340,9 @@ def _sample_arguments(p:argparse.ArgumentParser):
     p.add_argument("--eta", metavar="ETA", type=_nonneg_float, default=0., help="DDIM's eta: 0 deterministic, 1 DDPM's variance")
     p.add_argument("--label", metavar="K", type=int, default=None, help="class to draw (-1: no label); default: the classes in turn, one row each (class-conditional models)")
     p.add_argument("--guidance", metavar="W", type=_nonneg_float, default=0., help="classifier-free guidance weight w (class-conditional models)")
-    p.add_argument("--seed", metavar="N", type=int, default=0, help="seed of the noise: the same seed, the same samples")
+    p.add_argument("--seed", metavar="N", type=int, default=0, help="seed of the noise: the same seed (and --batch-size), the same samples")
+    p.add_argument("--batch-size", metavar="N", type=_positive_int, default=256, help="samples drawn at once (GPU memory); n of 50 000 runs in batches")
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto", help="the network's precision: auto is bf16 where the hardware has it (as in training), else fp32; the sampler's arithmetic is fp32 either way")
     p.add_argument("--out", metavar="FILE.png", help="write a PNG: a grid of images, or a scatter plot of 2-D points")
     p.add_argument("--npz", metavar="FILE.npz", help="write the samples (x, and labels y) as .npz, readable by load_dataset")
     p.add_argument("--nrow", metavar="N", type=_positive_int, default=None, help="images per row of the grid; default: one row per class, or square")
@@ -342,7 +354,7 @@ def _sample(args)->int:
     "ddpm_nb sample: draw from a checkpoint into a PNG and/or an .npz file."
     if not (args.out or args.npz): args.subparser.error("nothing to write: give --out FILE.png, --npz FILE.npz, or both")
     x, labels, per_row, folder, step, what = _draw(args.ckpt, args.n, args.sampler, args.steps, args.eta, args.label, args.guidance,
-                                                    args.seed, args.device, args.progress)
+                                                    args.seed, args.device, args.progress, args.batch_size, args.precision)
     print(f"{args.n} samples from {folder} (step {step}): {what}")
     if args.out:
         if x.ndim == 4: _save_grid(args.out, x, args.nrow or per_row, args.scale)
@@ -459,6 +471,42 @@ COMMANDS["data"] = ("download a classic dataset through torchvision and write it
     "  ddpm_nb data cifar10 --split test                 # data/cifar10-test.npz\n"
     "  ddpm_nb data fashion-mnist --out data/fmnist.npz",
     _data_arguments, _data)
+
+# %% ../nbs/10_cli.ipynb #563816b1
+def _png_folder(path:str, tmp:str, name:str)->tuple[Path, int]:
+    "A folder of images for torch-fidelity: the folder given, or the images of an .npz/.npy file written as PNGs into tmp/name; and how many."
+    p = Path(path)
+    if p.is_dir(): return p, sum(1 for f in p.rglob("*") if f.suffix.lower() in (".png", ".jpg", ".jpeg"))
+    ds = load_dataset(p)
+    if ds.x.ndim != 4: raise CLIError(f"{p} holds points of shape {ds.shape}, not images: FID compares images")
+    from ddpm_nb.metrics import save_png_folder                      # here, so that the other commands do not import it
+    return save_png_folder(ds.x, Path(tmp) / name), len(ds)
+
+def _fid_arguments(p:argparse.ArgumentParser):
+    p.add_argument("samples", metavar="SAMPLES", help="the generated images: an .npz/.npy file (as ddpm_nb sample --npz writes) or a folder of images")
+    p.add_argument("reference", metavar="REFERENCE", help="the real images: an .npz/.npy file (as ddpm_nb data writes) or a folder of images")
+    p.add_argument("--device", choices=("auto", "cuda", "cpu"), default="auto", help="where Inception runs; auto: the GPU when there is one")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+
+def _fid(args)->int:
+    "ddpm_nb fid: FID and Inception Score through torch-fidelity."
+    try: import torch_fidelity
+    except ImportError:
+        raise ImportError("ddpm_nb fid needs torch-fidelity: pip install 'ddpm_nb[fid]' (it downloads the Inception weights the first time it runs)") from None
+    cuda = torch.cuda.is_available() if args.device == "auto" else args.device == "cuda"
+    with tempfile.TemporaryDirectory() as tmp:
+        (gen, n_gen), (ref, n_ref) = _png_folder(args.samples, tmp, "samples"), _png_folder(args.reference, tmp, "reference")
+        r = torch_fidelity.calculate_metrics(input1=str(gen), input2=str(ref), fid=True, isc=True, cuda=cuda, verbose=False)
+    out = {"fid": float(r["frechet_inception_distance"]), "inception_score": float(r["inception_score_mean"]),
+           "inception_score_std": float(r["inception_score_std"]), "n_samples": n_gen, "n_reference": n_ref}
+    if args.json: print(json.dumps(out))
+    else: print(f"FID {out['fid']:.2f} ({n_gen} samples against {n_ref} reference images); Inception Score {out['inception_score']:.2f} ± {out['inception_score_std']:.2f}")
+    return 0
+
+COMMANDS["fid"] = ("the FID and Inception Score of samples against real images (torch-fidelity)",
+    "  ddpm_nb fid samples.npz data/cifar10-train.npz\n"
+    "  ddpm_nb fid path/to/samples/ path/to/real/ --json",
+    _fid_arguments, _fid)
 
 # %% ../nbs/10_cli.ipynb #f2c6aaba
 if __name__ == "__main__" and __package__:                             # python -m ddpm_nb.cli (not a notebook kernel, whose __package__ is None)
