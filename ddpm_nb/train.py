@@ -283,13 +283,14 @@ class Trainer:
                  model:nn.Module|None=None): # None: build_model(config, ...) from the data
         self.config = c = config
         self.rank, self.world, local_rank = _dist_info()
-        if self.world > 1 and not dist.is_initialized():
-            dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
         if c.batch_size % self.world: raise ValueError(f"batch_size {c.batch_size} must divide evenly across {self.world} processes")
         if c.device is not None: self.device = torch.device(c.device)
         elif self.world > 1 and torch.cuda.is_available(): self.device = torch.device("cuda", local_rank)
         else: self.device = default_device()
+        if self.world > 1 and self.device.type == "cuda" and self.device.index is None: self.device = torch.device("cuda", local_rank)   # one GPU per process
         if self.device.type == "cuda" and self.device.index is not None: torch.cuda.set_device(self.device)
+        if self.world > 1 and not dist.is_initialized():
+            dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo")   # NCCL between GPUs, gloo between CPU processes
         self.precision = c.precision if c.precision != "auto" else _auto_precision(self.device)
         if self.precision == "fp16" and self.device.type != "cuda": raise ValueError(f"precision fp16 needs a CUDA device, got {self.device}")
         self.dataset = dataset if dataset is not None else load_dataset(c.data, "train")
