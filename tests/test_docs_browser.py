@@ -179,7 +179,8 @@ def test_page_in_browser(server, browser, path, title):
         state = page.evaluate(_PAGE_STATE)  # waits for MathJax and fonts
         SHOTS.mkdir(exist_ok=True)
         page.screenshot(path=str(SHOTS / (path.removesuffix(".html").replace("/", "_") + ".png")), full_page=True)
-        assert page.title() == title, f"{path}: title {page.title()!r} != {title!r}"
+        quotes = str.maketrans("‘’“”", "''\"\"")                  # Sphinx's smart quotes turn ' into ’
+        assert page.title().translate(quotes) == title, f"{path}: title {page.title()!r} != {title!r}"
     finally:
         ctx.close()
 
