@@ -14,14 +14,21 @@ from .schedule import Schedule, extract
 __all__ = ['q_step', 'q_mean_var', 'q_sample', 'default_device', 'noise_like']
 
 # %% ../nbs/01_forward.ipynb #8239f93c
+def _check_finite(x:Tensor, name:str):
+    "Raise a ValueError if `x` holds NaN or inf, saying how many."
+    if not torch.isfinite(x).all():
+        raise ValueError(f"{name} must be finite, found {int((~torch.isfinite(x)).sum())} NaN or infinite values among {x.numel()}")
+
 def _check_like(a:Tensor, ref:Tensor, name:str, ref_name:str):
-    "Raise a ValueError unless `ref` is a float tensor and `a` a tensor of its shape."
+    "Raise a ValueError unless `ref` is a float tensor, `a` a tensor of its shape, and both are finite."
     if not isinstance(ref, Tensor) or not ref.is_floating_point():
         got = ref.dtype if isinstance(ref, Tensor) else type(ref).__name__
         raise ValueError(f"{ref_name} must be a float tensor (images scaled to [-1, 1]), got {got}")
     if not isinstance(a, Tensor) or a.shape != ref.shape:
         got = tuple(a.shape) if isinstance(a, Tensor) else type(a).__name__
         raise ValueError(f"{name} must have the shape of {ref_name}, {tuple(ref.shape)}; got {got}")
+    _check_finite(ref, ref_name)
+    if a is not ref: _check_finite(a, name)
 
 # %% ../nbs/01_forward.ipynb #2bedc4ba
 def q_step(

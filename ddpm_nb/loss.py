@@ -5,6 +5,8 @@
 # %% ../nbs/04_loss.ipynb #ecedd733
 from __future__ import annotations
 
+import warnings
+
 import torch
 from torch import Tensor, nn
 
@@ -35,7 +37,7 @@ def vlb_weight(
     variance:str="beta_tilde", # σ_t² of the reverse steps: "beta_tilde" or "beta"
 )->Tensor: # λ_t for code t = 0..T-1, (T,)
     "The weight of the noise error in each term of the bound, λ_t = β_t² / (2σ_t² α_t (1−ᾱ_t)) (DDPM Eq. 12)."
-    return s.beta ** 2 / (2 * p_variance(s, variance) * s.alpha * (1 - s.alpha_bar))
+    return s.beta ** 2 / (2 * p_variance(s, variance) * s.alpha * s.sqrt_one_minus_alpha_bar ** 2)   # 1 − ᾱ_t as stored, not from float32 ᾱ_t
 
 # %% ../nbs/04_loss.ipynb #4698ed25
 def eps_from_x0(
@@ -115,6 +117,19 @@ def convert_prediction(
 # %% ../nbs/04_loss.ipynb #2b5604e1
 WEIGHTINGS = ("none", "min_snr")
 
+_warned = set()   # warnings given once per process, as torch's own "warn once": a training loop would repeat them every step
+
+def _warn_once(key:str, message:str):
+    if key not in _warned:
+        _warned.add(key); warnings.warn(message, stacklevel=3)
+
+def _check_images(x0:Tensor):
+    "x0 must hold items; images (b, c, h, w) outside [-1, 1] are legal but suspicious: a warning, once."
+    if len(x0) == 0: raise ValueError(f"x0 must hold at least one item, got shape {tuple(x0.shape)}")
+    if x0.ndim == 4 and x0.abs().max() > 1 + 1e-3:
+        _warn_once("range", f"x0 holds images with values in [{x0.min().item():.4g}, {x0.max().item():.4g}], outside [-1, 1]: "
+                            "DDPM's schedules are made for images scaled to [-1, 1] (ddpm_nb.data.scale_to_unit); warned once")
+
 def ddpm_loss(
     model:nn.Module, # noise predictor, called as model(x_t, t) or model(x_t, t, cond)
     x0:Tensor, # clean data (b, ...), in [-1, 1]
@@ -131,6 +146,7 @@ def ddpm_loss(
 )->Tensor: # the loss
     "DDPM's simple loss ‖ε − ε_θ(√ᾱ_t x_0 + √(1−ᾱ_t) ε, t)‖² for a batch (Eq. 14, Algorithm 1), averaged over dimensions."
     _check_like(x0, x0, "x0", "x0")
+    _check_images(x0)
     _check_prediction(prediction)
     if weighting not in WEIGHTINGS:
         raise ValueError(f"weighting must be one of {', '.join(map(repr, WEIGHTINGS))}; got {weighting!r}")
@@ -168,5 +184,5 @@ def linear_eps_loss(
     x = x0.detach().flatten(1).double().cpu()
     if len(x) < 2: raise ValueError(f"x0 needs at least 2 items to estimate a covariance, got {len(x)}")
     evals = torch.linalg.eigvalsh(torch.atleast_2d(torch.cov(x.T))).clamp_min(0)     # (d,)
-    ab = s.alpha_bar.double().cpu()[:, None]                                           # (T, 1)
+    ab = s.float64()["alpha_bar"][:, None]                                             # (T, 1); float64, for 1 - ab at small t
     return 1 - ((1 - ab) / (ab * evals + 1 - ab)).sum(1) / x.shape[1]

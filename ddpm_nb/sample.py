@@ -11,7 +11,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from .elbo import p_variance, q_posterior, x0_from_eps
-from .forward import _check_like, noise_like
+from .forward import _check_finite, _check_like, noise_like
 from .loss import mu_from_eps
 from .schedule import Schedule, extract
 
@@ -43,9 +43,10 @@ def ddpm_step(
     return mean + sigma * noise, x0_hat
 
 # %% ../nbs/08_sample.ipynb #c472df3a
-def _alpha_bar_at(s:Schedule, t:Tensor, x:Tensor)->Tensor:
-    "ᾱ at code step t, with ᾱ = 1 at t = -1 (the clean data), shaped to broadcast against x."
-    return extract(torch.cat([s.alpha_bar.new_ones(1), s.alpha_bar]), t + 1, x)
+def _roots_at(s:Schedule, t:Tensor, x:Tensor)->tuple[Tensor, Tensor]:
+    "√ᾱ and √(1−ᾱ) at code step t, with 1 and 0 at t = -1 (the clean data), shaped to broadcast against x."
+    pad = lambda v, first: torch.cat([v.new_full((1,), first), v])
+    return extract(pad(s.sqrt_alpha_bar, 1.), t + 1, x), extract(pad(s.sqrt_one_minus_alpha_bar, 0.), t + 1, x)
 
 def ddim_step(
     eps_pred:Tensor, # ε_θ(x_t, t), shape of x_t
@@ -66,13 +67,16 @@ def ddim_step(
     if ((t_prev < -1) | (t_prev >= t)).any():
         raise ValueError(f"t_prev must satisfy -1 <= t_prev < t, got t_prev={t_prev.tolist()[:4]} for t={t.tolist()[:4]}")
     if eta < 0: raise ValueError(f"eta must be >= 0, got {eta}")
-    ab_t, ab_prev = _alpha_bar_at(s, t, x_t), _alpha_bar_at(s, t_prev, x_t)
-    x0_hat = (x_t - (1 - ab_t).sqrt() * eps_pred) / ab_t.sqrt()        # Eq. 15 (DDIM's "predicted x_0")
+    (sa, s1a), (sa_prev, s1a_prev) = _roots_at(s, t, x_t), _roots_at(s, t_prev, x_t)   # √ᾱ, √(1−ᾱ): stored, not recomputed from float32 ᾱ
+    x0_hat = (x_t - s1a * eps_pred) / sa                               # Eq. 15 (DDIM's "predicted x_0")
     if clip:
         x0_hat = x0_hat.clamp(-1, 1)
-        eps_pred = (x_t - ab_t.sqrt() * x0_hat) / (1 - ab_t).sqrt()
-    sigma = eta * ((1 - ab_prev) / (1 - ab_t) * (1 - ab_t / ab_prev)).sqrt()   # DDIM Eq. 16
-    x_prev = ab_prev.sqrt() * x0_hat + (1 - ab_prev - sigma ** 2).clamp_min(0).sqrt() * eps_pred
+        eps_pred = (x_t - sa * x0_hat) / s1a
+    if eta > 0:
+        # DDIM Eq. 16, σ² = (1−ᾱ')/(1−ᾱ) · (1 − ᾱ/ᾱ'), with 1 − ᾱ/ᾱ' = ((1−ᾱ) − (1−ᾱ'))/ᾱ' (a difference of the accurate 1 − ᾱ)
+        sigma = eta * s1a_prev / s1a * ((s1a ** 2 - s1a_prev ** 2).clamp_min(0) / sa_prev ** 2).sqrt()
+        x_prev = sa_prev * x0_hat + (s1a_prev ** 2 - sigma ** 2).clamp_min(0).sqrt() * eps_pred
+    else: x_prev = sa_prev * x0_hat + s1a_prev * eps_pred             # DDIM Eq. 12
     if eta > 0:
         noise = noise_like(x_t, generator) if noise is None else noise
         _check_like(noise, x_t, "noise", "x_t")
@@ -104,7 +108,7 @@ def respace(
     ts:Tensor, # visited code steps, decreasing (from timesteps())
 )->Schedule: # a schedule with len(ts) steps whose ᾱ are s.alpha_bar[ts], increasing t
     "The schedule of DDPM restricted to the steps ts: β'_i = 1 − ᾱ_{t_i}/ᾱ_{t_{i-1}} (Nichol & Dhariwal 2021)."
-    ab = s.alpha_bar.double().cpu()[ts.flip(0).cpu()]
+    ab = s.float64()["alpha_bar"][ts.flip(0).cpu()]                  # float64: 1 − ᾱ near t = 1 is beyond float32's ᾱ
     betas = 1 - ab / torch.cat([ab.new_ones(1), ab[:-1]])
     return Schedule(betas, name=f"{s.name or 'custom'} respaced to {len(ts)}").to(s.device)
 
@@ -132,14 +136,15 @@ def _step_coefs(
     s, ts = s.to("cpu"), ts.cpu()
     if sampler == "ddpm":                                               # DDPM on the visited steps: the respaced schedule
         r = respace(s, ts)
-        ab, a, b, c0, ct, var = (v.double().flip(0) for v in (r.alpha_bar, r.alpha, r.beta, r.post_coef_x0, r.post_coef_xt, p_variance(r, variance)))
+        ab = r.float64()["alpha_bar"].flip(0)
+        a, b, c0, ct, var = (v.double().flip(0) for v in (r.alpha, r.beta, r.post_coef_x0, r.post_coef_xt, p_variance(r, variance)))
         sigma = var.sqrt() * (torch.arange(len(ts)) < len(ts) - 1)      # no noise at the last step (Algorithm 2)
         cols = (1 / ab.sqrt(), (1 / ab - 1).sqrt(),                     # x̂_0 = x_t/√ᾱ_t − √(1/ᾱ_t − 1) ε (Eq. 15)
                 c0, ct,                                                 # μ̃_t(x_t, x̂_0) (Eq. 7)
                 1 / a.sqrt(), b / (a.sqrt() * (1 - ab).sqrt()),         # μ_θ = x_t/√α_t − β_t/(√α_t √(1−ᾱ_t)) ε (Eq. 11)
                 sigma)
     else:                                                               # DDIM from ts[i] to ts[i+1]; ᾱ = 1 after the last step
-        ab = s.alpha_bar.double()[ts]
+        ab = s.float64()["alpha_bar"][ts]
         ab_prev = torch.cat([ab[1:], ab.new_ones(1)])
         sigma = eta * ((1 - ab_prev) / (1 - ab) * (1 - ab / ab_prev)).sqrt()             # DDIM Eq. 16
         cols = (1 / ab.sqrt(), (1 / ab - 1).sqrt(), ab.sqrt(), (1 - ab).sqrt(),
@@ -169,6 +174,8 @@ def sample(
     if sampler not in ("ddpm", "ddim"): raise ValueError(f"sampler must be 'ddpm' or 'ddim', got {sampler!r}")
     if guidance_scale and labels is None: raise ValueError(f"guidance_scale={guidance_scale} needs labels: pass labels (b,) with the class of each sample")
     if guidance_scale < 0: raise ValueError(f"guidance_scale must be >= 0, got {guidance_scale}")
+    if len(shape) < 2 or not all(isinstance(n, (int, np.integer)) and not isinstance(n, bool) and n >= 1 for n in shape):
+        raise ValueError(f"shape must be (b, ...) with b and every size a positive int, got {tuple(shape)}")
     dev = _model_device(model)
     s = s.to(dev)
     ts = timesteps(s.n_steps if n_steps is None else n_steps, s.n_steps, spacing).to(dev)
@@ -178,6 +185,7 @@ def sample(
     clip = len(shape) == 4 if clip is None else clip
     x = noise_like(torch.empty(shape, device=dev), generator) if x_T is None else x_T.to(dev).float()
     if tuple(x.shape) != tuple(shape): raise ValueError(f"x_T must have shape {tuple(shape)}, got {tuple(x.shape)}")
+    _check_finite(x, "x_T")
     coefs = _step_coefs(s, ts, sampler, eta, variance)                  # every scalar of the run, once
     every = trajectory_every or max(1, len(ts) // 10)
     traj = {"t": [], "x_t": [], "x0_hat": []}
@@ -208,6 +216,9 @@ def sample(
                     traj["t"].append(t); traj["x_t"].append(x_in.cpu()); traj["x0_hat"].append(x0_hat.cpu())
     finally:
         if was_training: model.train()
+    if not torch.isfinite(x).all():                                     # one check at the end, not a sync per step
+        raise FloatingPointError(f"the samples hold {int((~torch.isfinite(x)).sum())} NaN or infinite values among {x.numel()}: "
+                                 "the model returned non-finite predictions (a damaged checkpoint, or a model whose training diverged?)")
     if not return_trajectory: return x
     return x, {"t": traj["t"], "x_t": torch.stack(traj["x_t"]), "x0_hat": torch.stack(traj["x0_hat"])}
 
@@ -225,6 +236,7 @@ def ddim_invert(
     dev = _model_device(model)
     s = s.to(dev)
     ts = timesteps(n_steps, s.n_steps, spacing).flip(0).to(dev)      # increasing
+    _check_finite(x0, "x0")
     x = x0.to(dev).float()
     labels = None if labels is None else torch.as_tensor(labels, device=dev).long()
     with torch.inference_mode():
@@ -232,7 +244,7 @@ def ddim_invert(
             tt = torch.full((len(x),), t, device=dev, dtype=torch.long)
             t_from = torch.full_like(tt, int(ts[i - 1]) if i > 0 else -1)
             eps = _predict(model, x, tt, labels, 0.)                       # ε at the point reached, for the step to t
-            ab_from, ab_to = _alpha_bar_at(s, t_from, x), _alpha_bar_at(s, tt, x)
-            x0_hat = (x - (1 - ab_from).sqrt() * eps) / ab_from.sqrt()
-            x = ab_to.sqrt() * x0_hat + (1 - ab_to).sqrt() * eps
+            (sa_from, s1a_from), (sa_to, s1a_to) = _roots_at(s, t_from, x), _roots_at(s, tt, x)
+            x0_hat = (x - s1a_from * eps) / sa_from
+            x = sa_to * x0_hat + s1a_to * eps
     return x

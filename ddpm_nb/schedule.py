@@ -69,9 +69,36 @@ def sigmoid_betas(
     alpha_bar = (v_end - torch.sigmoid((t * (end - start) + start) / tau)) / (v_end - v_start)
     return (1 - alpha_bar[1:] / alpha_bar[:-1]).clamp(max=max_beta)
 
+# %% ../nbs/02_schedule.ipynb #855cd28e
+def _check_alpha_bar(ab:Tensor, b:Tensor):
+    "ᾱ_t (float64) must stay strictly inside (0, 1) and strictly decreasing once stored as float32, or a ValueError names the step."
+    ab32 = ab.float()
+    if ab32[-1] <= 0:
+        i = int((ab32 <= 0).nonzero()[0])
+        raise ValueError(f"alpha_bar underflows float32 at t={i} (alpha_bar = {ab[i].item():.3g}): these betas destroy the signal "
+                         f"long before step {len(b)}; use smaller betas or fewer steps")
+    flat = torch.cat([ab32[:1] >= 1, ab32[1:] >= ab32[:-1]])
+    if flat.any():
+        i = int(flat.nonzero()[0])
+        raise ValueError(f"alpha_bar must decrease strictly, in the float32 it is stored in, but alpha_bar[{i}] = {ab32[i].item():.9g} "
+                         f"is no smaller than {'1' if i == 0 else f'alpha_bar[{i - 1}]'}: beta[{i}] = {b[i].item():.3g} is below float32's resolution; "
+                         f"use betas of 1e-6 or more")
+
 # %% ../nbs/02_schedule.ipynb #57b18bb9
 _COEFS = ("beta", "alpha", "alpha_bar", "alpha_bar_prev", "beta_tilde", "sqrt_alpha_bar",
           "sqrt_one_minus_alpha_bar", "snr", "log_snr", "post_coef_x0", "post_coef_xt")
+
+def _coefficients(b:Tensor)->dict[str, Tensor]:
+    "Every quantity of the schedule from β_1..β_T, in float64."
+    a = 1 - b
+    ab = torch.cumprod(a, 0)                                    # ᾱ_t (Eq. 4)
+    ab_prev = torch.cat([ab.new_ones(1), ab[:-1]])              # ᾱ_{t-1}, with ᾱ_0 = 1
+    return dict(beta=b, alpha=a, alpha_bar=ab, alpha_bar_prev=ab_prev,
+                beta_tilde=(1 - ab_prev) / (1 - ab) * b,        # Eq. 7
+                sqrt_alpha_bar=ab.sqrt(), sqrt_one_minus_alpha_bar=(1 - ab).sqrt(),
+                snr=ab / (1 - ab), log_snr=ab.log() - torch.log1p(-ab),
+                post_coef_x0=ab_prev.sqrt() * b / (1 - ab),     # Eq. 7
+                post_coef_xt=a.sqrt() * (1 - ab_prev) / (1 - ab))
 
 class Schedule:
     "A noise schedule: β_t and every quantity derived from it, computed in float64 and stored as float32 tensors of shape (T,)."
@@ -85,17 +112,14 @@ class Schedule:
         if bad.any():
             i = int(bad.nonzero()[0])
             raise ValueError(f"every beta must lie in (0, 1); got beta[{i}] = {b[i].item()!r}")
-        a = 1 - b
-        ab = torch.cumprod(a, 0)                                    # ᾱ_t (Eq. 4)
-        ab_prev = torch.cat([ab.new_ones(1), ab[:-1]])              # ᾱ_{t-1}, with ᾱ_0 = 1
-        vals = dict(beta=b, alpha=a, alpha_bar=ab, alpha_bar_prev=ab_prev,
-                    beta_tilde=(1 - ab_prev) / (1 - ab) * b,        # Eq. 7
-                    sqrt_alpha_bar=ab.sqrt(), sqrt_one_minus_alpha_bar=(1 - ab).sqrt(),
-                    snr=ab / (1 - ab), log_snr=ab.log() - torch.log1p(-ab),
-                    post_coef_x0=ab_prev.sqrt() * b / (1 - ab),     # Eq. 7
-                    post_coef_xt=a.sqrt() * (1 - ab_prev) / (1 - ab))
+        vals = _coefficients(b)
+        _check_alpha_bar(vals["alpha_bar"], b)
         for k in _COEFS: setattr(self, k, vals[k].float())
         self.name = name
+
+    def float64(self)->dict[str, Tensor]:
+        "Every coefficient recomputed in float64 on the CPU from the stored β, for arithmetic that float32's ᾱ_t cannot carry (1 − ᾱ_t near t = 1)."
+        return _coefficients(self.beta.double().cpu())
 
     @classmethod
     def from_name(cls,

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import math
 import os
@@ -78,7 +79,13 @@ class TrainConfig:
                   (self.weighting in WEIGHTINGS, f"weighting must be one of {', '.join(WEIGHTINGS)}, got {self.weighting!r}"),
                   (0 <= self.label_dropout < 1, f"label_dropout must be in [0, 1), got {self.label_dropout}"),
                   (0 <= self.ema_decay < 1, f"ema_decay must be in [0, 1), got {self.ema_decay}"),
-                  (isinstance(self.warmup, int) and self.warmup >= 0, f"warmup must be an integer >= 0, got {self.warmup!r}")]
+                  (isinstance(self.warmup, int) and self.warmup >= 0, f"warmup must be an integer >= 0, got {self.warmup!r}"),
+                  (isinstance(self.sample_every, int) and self.sample_every >= 0, f"sample_every must be an integer >= 0, got {self.sample_every!r}"),
+                  (isinstance(self.seed, int) and not isinstance(self.seed, bool), f"seed must be an integer, got {self.seed!r}")]
+        for name, positive in (("lr", True), ("weight_decay", False), ("grad_clip", False)):
+            v = getattr(self, name)
+            ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and (v > 0 if positive else v >= 0)
+            checks.append((ok, f"{name} must be a finite number {'> 0' if positive else '>= 0'}, got {v!r}"))
         for name in ("timesteps", "steps", "batch_size", "log_every", "ckpt_every", "keep", "n_samples"):
             v = getattr(self, name)
             checks.append((isinstance(v, int) and not isinstance(v, bool) and v >= 1, f"{name} must be an integer >= 1, got {v!r}"))
@@ -204,17 +211,34 @@ def _read_json(p:Path)->dict:
     try: return json.loads(p.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e: raise ValueError(f"{p} is not valid JSON ({e}); the checkpoint is damaged") from None
 
-def _read_tensors(p:Path)->dict:
+def _digest(p:Path)->dict:
+    "Size and SHA-256 of a file, as state.json records them for each tensor file of a checkpoint."
+    h = hashlib.sha256()
+    with open(p, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""): h.update(block)
+    return {"bytes": p.stat().st_size, "sha256": h.hexdigest()}
+
+def _read_tensors(p:Path, files:dict|None=None)->dict:
+    "The tensors of a checkpoint file, checked against the size and SHA-256 in state.json's `files` (checkpoints that record them)."
     if not p.exists(): raise ValueError(f"{p.parent} is not a complete checkpoint: {p.name} is missing")
+    want = (files or {}).get(p.name)
+    if want is not None:
+        got = _digest(p)
+        if got["bytes"] != want["bytes"]:
+            raise ValueError(f"{p} is damaged: {got['bytes']} bytes, but {want['bytes']} were written (a truncated or altered file)")
+        if got["sha256"] != want["sha256"]:
+            raise ValueError(f"{p} is damaged: its SHA-256 differs from the one recorded when it was written (corrupted on disk or altered)")
     try: return load_file(p)
     except Exception as e: raise ValueError(f"{p} is not a readable safetensors file ({type(e).__name__}: {e}); the checkpoint is damaged") from None
 
-def _load_weights(model:nn.Module, p:Path):
-    sd = _read_tensors(p)
+def _load_weights(model:nn.Module, p:Path, files:dict|None=None):
+    "Load a safetensors file into `model`, after naming every mismatch: missing and unexpected tensors, wrong shapes, wrong dtypes."
+    sd = _read_tensors(p, files)
     own = model.state_dict()
     problems = [f"missing {k}" for k in own if k not in sd] + [f"unexpected {k}" for k in sd if k not in own]
     problems += [f"{k}: shape {tuple(sd[k].shape)} in the file, {tuple(v.shape)} in the model" for k, v in own.items() if k in sd and sd[k].shape != v.shape]
-    if problems: raise ValueError(f"{p} does not fit the model: " + "; ".join(problems[:8]) + (" ..." if len(problems) > 8 else ""))
+    problems += [f"{k}: dtype {sd[k].dtype} in the file, {v.dtype} in the model" for k, v in own.items() if k in sd and sd[k].dtype != v.dtype]
+    if problems: raise ValueError(f"{p} does not fit the model ({len(problems)} mismatches): " + "; ".join(problems))
     model.load_state_dict(sd)
 
 def load_model(
@@ -225,6 +249,7 @@ def load_model(
     "Load a trained noise predictor from a checkpoint, with the schedule it was trained with."
     p = Path(ckpt)
     if not p.exists(): raise ValueError(f"no checkpoint at {p}")
+    if p.is_file(): raise ValueError(f"{p} is a file; a checkpoint is a folder {CKPT_PREFIX}XXXXXXXX/ (safetensors and state.json), or a run folder that holds them")
     if not (p / "state.json").exists():
         found = latest_checkpoint(p)
         if found is None: raise ValueError(f"{p} holds no complete checkpoint (no {CKPT_PREFIX}*/state.json)")
@@ -232,7 +257,7 @@ def load_model(
     meta = _read_json(p / "state.json")
     try: model, cfg = _model_from_spec(meta["model"]), TrainConfig.from_dict(meta["config"])
     except KeyError as e: raise ValueError(f"{p / 'state.json'} lacks the entry {e}; the checkpoint is damaged") from None
-    _load_weights(model, p / ("ema.safetensors" if ema else "model.safetensors"))
+    _load_weights(model, p / ("ema.safetensors" if ema else "model.safetensors"), meta.get("files"))
     device = torch.device(device) if device is not None else default_device()
     return model.to(device).eval(), Schedule.from_name(cfg.schedule, cfg.timesteps).to(device), meta
 
@@ -317,6 +342,7 @@ class Trainer:
             self.net = DistributedDataParallel(self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
         if c.compile: self.net = torch.compile(self.net)
         self.step, self.history, self._epoch, self._order = 0, [], None, None
+        self._on_disk = None                                               # the step whose state this trainer wrote or resumed from, in its run folder
         self.out = Path(c.out)
 
     @property
@@ -394,32 +420,49 @@ def _save(self:Trainer)->Path|None:
     if self.is_main:
         self.out.mkdir(parents=True, exist_ok=True)
         final = self.out / f"{CKPT_PREFIX}{self.step:08d}"
-        tmp = self.out / f".{final.name}.tmp-{os.getpid()}"
-        if tmp.exists(): shutil.rmtree(tmp)
-        tmp.mkdir()
-        tensors, opt_meta = _split_optimizer(self.opt.state_dict())
-        tensors["rng/torch"] = torch.get_rng_state()
-        if torch.cuda.is_available():
-            for i, st in enumerate(torch.cuda.get_rng_state_all()): tensors[f"rng/cuda/{i}"] = st
-        save_file({k: v.contiguous() for k, v in self.model.state_dict().items()}, tmp / "model.safetensors")
-        save_file({k: v.contiguous() for k, v in self.ema.model.state_dict().items()}, tmp / "ema.safetensors")
-        save_file(tensors, tmp / "state.safetensors")
-        meta = {"step": self.step, "config": asdict(self.config), "model": _model_spec(self.model), "optimizer": opt_meta,
-                "lr_schedule": {k: v for k, v in self.lr_sched.state_dict().items() if k != "lr_lambdas"},
-                "scaler": self.scaler.state_dict(), "history": self.history, "world_size": self.world,
-                "data": {"name": getattr(self.dataset, "name", None), "n_levels": getattr(self.dataset, "n_levels", None),
-                         "num_classes": getattr(self.dataset, "num_classes", None), "item_shape": list(self.item_shape)}}
-        (tmp / "state.json").write_text(json.dumps(meta, indent=1))
-        for f in tmp.iterdir(): _fsync(f)
-        _fsync(tmp)
-        if final.exists(): shutil.rmtree(final)                          # the same step saved again
-        os.replace(tmp, final)                                           # atomic: the checkpoint appears complete or not at all
-        _fsync(self.out)
-        for old in list_checkpoints(self.out)[:-self.config.keep]: shutil.rmtree(old)
-        for stale in self.out.glob(f".{CKPT_PREFIX}*.tmp-*"):            # leftovers of interrupted writes
-            if stale != tmp: shutil.rmtree(stale, ignore_errors=True)
+        if not (self._on_disk == self.step and (final / "state.json").exists()):   # else: this state is on disk (a finished run resumed), never rewritten
+            _write(self, final)
+        _prune(self)
     if self.world > 1: dist.barrier()
     return final
+
+def _write(self:Trainer, final:Path):
+    "Write every file into a hidden folder, flush them to disk, then rename the folder to `final` (atomic)."
+    tmp = self.out / f".{final.name}.tmp-{os.getpid()}"
+    if tmp.exists(): shutil.rmtree(tmp)
+    tmp.mkdir()
+    tensors, opt_meta = _split_optimizer(self.opt.state_dict())
+    tensors["rng/torch"] = torch.get_rng_state()
+    if torch.cuda.is_available():
+        for i, st in enumerate(torch.cuda.get_rng_state_all()): tensors[f"rng/cuda/{i}"] = st
+    save_file({k: v.contiguous() for k, v in self.model.state_dict().items()}, tmp / "model.safetensors")
+    save_file({k: v.contiguous() for k, v in self.ema.model.state_dict().items()}, tmp / "ema.safetensors")
+    save_file(tensors, tmp / "state.safetensors")
+    meta = {"step": self.step, "config": asdict(self.config), "model": _model_spec(self.model), "optimizer": opt_meta,
+            "lr_schedule": {k: v for k, v in self.lr_sched.state_dict().items() if k != "lr_lambdas"},
+            "scaler": self.scaler.state_dict(), "history": self.history, "world_size": self.world,
+            "data": {"name": getattr(self.dataset, "name", None), "n_levels": getattr(self.dataset, "n_levels", None),
+                     "num_classes": getattr(self.dataset, "num_classes", None), "item_shape": list(self.item_shape)},
+            "files": {f.name: _digest(f) for f in sorted(tmp.glob("*.safetensors"))}}   # checked on loading: damage is named, not loaded
+    (tmp / "state.json").write_text(json.dumps(meta, indent=1))
+    for f in tmp.iterdir(): _fsync(f)
+    _fsync(tmp)
+    if final.exists(): _discard(final)                                   # another state at this step (a run restarted from an older checkpoint)
+    os.replace(tmp, final)                                               # atomic: the checkpoint appears complete or not at all
+    _fsync(self.out)
+    self._on_disk = self.step
+
+def _discard(folder:Path):
+    "Delete a checkpoint folder so that no half of it is ever listed: rename it to a hidden name (atomic), then delete that."
+    hidden = folder.with_name(f".{folder.name}.del-{os.getpid()}")
+    os.replace(folder, hidden); _fsync(folder.parent)
+    shutil.rmtree(hidden, ignore_errors=True)
+
+def _prune(self:Trainer):
+    "Delete all but the newest `config.keep` checkpoints, and what interrupted writes and deletions left behind."
+    for old in list_checkpoints(self.out)[:-self.config.keep]: _discard(old)
+    for stale in [*self.out.glob(f".{CKPT_PREFIX}*.tmp-*"), *self.out.glob(f".{CKPT_PREFIX}*.del-*")]:
+        shutil.rmtree(stale, ignore_errors=True)
 
 @_method(Trainer, "classmethod")
 def _resume(cls,
@@ -434,9 +477,10 @@ def _resume(cls,
     meta = _read_json(ckpt / "state.json")
     config = replace(TrainConfig.from_dict(meta["config"]), **changes)
     trainer = cls(config, dataset=dataset, model=_model_from_spec(meta["model"]))
-    _load_weights(trainer.model, ckpt / "model.safetensors")
-    _load_weights(trainer.ema.model, ckpt / "ema.safetensors")
-    tensors = _read_tensors(ckpt / "state.safetensors")
+    files = meta.get("files")
+    _load_weights(trainer.model, ckpt / "model.safetensors", files)
+    _load_weights(trainer.ema.model, ckpt / "ema.safetensors", files)
+    tensors = _read_tensors(ckpt / "state.safetensors", files)
     trainer.opt.load_state_dict(_join_optimizer(tensors, meta["optimizer"]))
     trainer.lr_sched.load_state_dict({**meta["lr_schedule"], "lr_lambdas": [None]})
     if meta["scaler"]: trainer.scaler.load_state_dict(meta["scaler"])
@@ -445,6 +489,7 @@ def _resume(cls,
         states = [tensors[k] for k in sorted(k for k in tensors if k.startswith("rng/cuda/"))]
         if len(states) == torch.cuda.device_count(): torch.cuda.set_rng_state_all(states)
     trainer.step, trainer.history = meta["step"], meta["history"]
+    if ckpt.parent.resolve() == trainer.out.resolve(): trainer._on_disk = meta["step"]   # its own run folder: that step needs no rewrite
     return trainer
 
 # %% ../nbs/07_train.ipynb #55b86c25

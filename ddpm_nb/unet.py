@@ -31,6 +31,14 @@ def timestep_embedding(
     emb = torch.cat([args.sin(), args.cos()], dim=-1)
     return F.pad(emb, (0, 1)) if dim % 2 else emb
 
+# %% ../nbs/05_unet.ipynb #706f4b9e
+def _check_timesteps(t:Tensor, b:int):
+    "A network's t: an integer tensor (b,) of code steps (a float t is usually t/T passed by mistake)."
+    if not isinstance(t, Tensor) or t.dtype.is_floating_point or t.dtype.is_complex or t.dtype == torch.bool:
+        got = t.dtype if isinstance(t, Tensor) else type(t).__name__
+        raise ValueError(f"t must be an integer tensor of code steps 0..T-1, got {got}")
+    if t.shape != (b,): raise ValueError(f"t must have shape ({b},), got {tuple(t.shape)}")
+
 # %% ../nbs/05_unet.ipynb #2ee3c55c
 def _norm(ch:int, groups:int)->nn.GroupNorm:
     "GroupNorm with at most `groups` groups (fewer when the channels are few), eps as in DDPM."
@@ -159,7 +167,7 @@ class UNet(nn.Module):
         cfg = self.config
         if x.ndim != 4 or x.shape[1] != cfg.image_channels:
             raise ValueError(f"UNet expects images (b, {cfg.image_channels}, h, w), got shape {tuple(x.shape)}")
-        if t.shape != (len(x),): raise ValueError(f"t must have shape ({len(x)},), got {tuple(t.shape)}")
+        _check_timesteps(t, len(x))
         emb = self._embed(t, labels, len(x))
         h = self.conv_in(x)
         hs = [h]
@@ -205,7 +213,7 @@ class MLPDenoiser(nn.Module):
                )->Tensor: # predicted noise (b, dim)
         "Predict the noise in the points x at steps t."
         if x.ndim != 2 or x.shape[1] != self.dim: raise ValueError(f"MLPDenoiser expects points (b, {self.dim}), got shape {tuple(x.shape)}")
-        if t.shape != (len(x),): raise ValueError(f"t must have shape ({len(x)},), got {tuple(t.shape)}")
+        _check_timesteps(t, len(x))
         e = self.emb(timestep_embedding(t, self.hidden))
         if self.label_emb is not None:
             labels = torch.full((len(x),), -1, device=x.device) if labels is None else labels
