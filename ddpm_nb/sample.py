@@ -73,8 +73,11 @@ def ddim_step(
         x0_hat = x0_hat.clamp(-1, 1)
         eps_pred = (x_t - sa * x0_hat) / s1a
     if eta > 0:
-        # DDIM Eq. 16, σ² = (1−ᾱ')/(1−ᾱ) · (1 − ᾱ/ᾱ'), with 1 − ᾱ/ᾱ' = ((1−ᾱ) − (1−ᾱ'))/ᾱ' (a difference of the accurate 1 − ᾱ)
-        sigma = eta * s1a_prev / s1a * ((s1a ** 2 - s1a_prev ** 2).clamp_min(0) / sa_prev ** 2).sqrt()
+        # DDIM Eq. 16, σ² = (1−ᾱ')/(1−ᾱ) · (1 − ᾱ/ᾱ'). Near t = 1, where ᾱ/ᾱ' is within 1e-4 of 1, 1 − ᾱ/ᾱ' is taken as
+        # ((1−ᾱ) − (1−ᾱ'))/ᾱ', a difference of the accurate 1 − ᾱ; near t = T, where both 1 − ᾱ are near 1, from the ratio
+        ratio = (sa / sa_prev) ** 2
+        gap = torch.where(sa_prev ** 2 > 0.5, (s1a ** 2 - s1a_prev ** 2) / sa_prev ** 2, 1 - ratio).clamp_min(0)
+        sigma = eta * s1a_prev / s1a * gap.sqrt()
         x_prev = sa_prev * x0_hat + (s1a_prev ** 2 - sigma ** 2).clamp_min(0).sqrt() * eps_pred
     else: x_prev = sa_prev * x0_hat + s1a_prev * eps_pred             # DDIM Eq. 12
     if eta > 0:

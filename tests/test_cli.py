@@ -168,7 +168,7 @@ def test_missing_and_broken_checkpoints_exit_1(runs, work):
         assert err.startswith("ddpm_nb: error: ") and err.count("\n") == 1 and not out, err
     assert outs[0][1] == "ddpm_nb: error: no checkpoint at nowhere\n"
     assert "no checkpoint at nowhere" in outs[1][1]
-    assert f"{broken}/ema.safetensors is not a readable safetensors file" in outs[2][1]
+    assert f"{broken}/ema.safetensors is damaged: 300 bytes, but" in outs[2][1]
     assert f"{damaged}/ckpt-00000004/state.json is not valid JSON" in outs[3][1]
     assert not (work / "x.png").exists()
 
