@@ -1,4 +1,5 @@
 """Packaging for ddpm_nb: every field comes from settings.ini (nbdev 2's single source)."""
+import re
 import shlex
 from configparser import ConfigParser
 from pathlib import Path
@@ -15,6 +16,8 @@ statuses = ["1 - Planning", "2 - Pre-Alpha", "3 - Alpha", "4 - Beta", "5 - Produ
 py_versions = "3.10 3.11 3.12 3.13".split()
 
 lic = licenses[cfg["license"]]
+status = int(cfg["status"])
+if not 1 <= status <= len(statuses): raise ValueError(f"settings.ini: status must be 1..{len(statuses)}, got {status}")
 min_python = cfg["min_python"]
 requirements = shlex.split(cfg.get("requirements", ""))
 dev_requirements = shlex.split(cfg.get("dev_requirements", ""))
@@ -24,11 +27,20 @@ fid_requirements = shlex.split(cfg.get("fid_requirements", ""))
 inception_requirements = shlex.split(cfg.get("inception_requirements", ""))
 lib_path = cfg["lib_path"]
 
+
+def long_description() -> str:
+    "README.md for PyPI, where relative links do not resolve: chapters link to their docs pages, images to the repository's files."
+    text = (here / "README.md").read_text(encoding="utf-8")
+    docs = f"{cfg['doc_host'].rstrip('/')}/{cfg['doc_baseurl'].strip('/')}"
+    raw = cfg["git_url"].rstrip("/").replace("https://github.com/", "https://raw.githubusercontent.com/") + f"/{cfg['branch']}"
+    text = re.sub(r"\]\(nbs/(?:\d\d_)?([\w-]+)\.ipynb\)", lambda m: f"]({docs}/{m.group(1)}.html)", text)   # 07_train.ipynb -> train.html
+    return re.sub(r"\]\((nbs/images/[^)\s]+)\)", lambda m: f"]({raw}/{m.group(1)})", text)
+
 setuptools.setup(
     name=cfg["lib_name"],
     version=cfg["version"],
     description=cfg["description"],
-    long_description=(here / "README.md").read_text(encoding="utf-8"),
+    long_description=long_description(),
     long_description_content_type="text/markdown",
     author=cfg["author"],
     author_email=cfg["author_email"],
@@ -36,7 +48,7 @@ setuptools.setup(
     license=lic[0],
     keywords=cfg["keywords"].split(),
     classifiers=[
-        f"Development Status :: {statuses[int(cfg['status'])]}",
+        f"Development Status :: {statuses[status - 1]}",
         f"Intended Audience :: {cfg['audience'].title()}",
         f"License :: {lic[1]}",
         f"Natural Language :: {cfg['language'].title()}",

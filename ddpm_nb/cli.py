@@ -6,11 +6,14 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import signal
 import sys
 import tempfile
 import time
+import warnings
 from dataclasses import asdict, fields
 from pathlib import Path
 
@@ -19,11 +22,12 @@ import torch
 from matplotlib.figure import Figure
 
 from . import __version__
-from .data import TORCHVISION_DATASETS, load_dataset, load_torchvision, save_array
+from .data import TORCHVISION_DATASETS, DataOptionError, load_dataset, load_torchvision, save_array
 from .loss import PREDICTIONS, WEIGHTINGS
 from .sample import sample
 from .schedule import SCHEDULES
-from .train import RECIPES, TrainConfig, Trainer, _auto_precision, _read_json, latest_checkpoint, load_model, save_image_grid
+from .train import (RECIPES, TrainConfig, Trainer, TrainingInterrupted, _auto_precision, _read_json, latest_checkpoint, load_model,
+                           save_image_grid)
 from .unet import UNET_PRESETS, UNet
 
 # %% auto #0
@@ -32,6 +36,17 @@ __all__ = ['COMMANDS', 'DEMO_STEPS', 'CLIError', 'build_parser', 'main']
 # %% ../nbs/10_cli.ipynb #8303af0b
 class CLIError(Exception):
     "A problem the user can fix (a missing file, a run folder already in use): printed as one line, exit status 1."
+
+class _Parser(argparse.ArgumentParser):
+    "argparse's parser, but a usage error prints the short usage line and the error, not every option."
+    def error(self, message):
+        self.exit(2, f"{self.format_usage().rstrip()}   ({self.prog} --help lists every option)\n{self.prog}: error: {message}\n")
+
+def _short_usage(p:argparse.ArgumentParser)->str:
+    "`ddpm_nb COMMAND` with its positional and required arguments, then [options]: the usage line of a command."
+    needed = [a.metavar or (a.dest if not a.choices else "{" + ",".join(a.choices) + "}") for a in p._actions if not a.option_strings]
+    needed += [f"{a.option_strings[0]} {a.metavar or a.dest.upper()}" for a in p._actions if a.option_strings and a.required]
+    return " ".join([p.prog, *needed, "[options]"])
 
 class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
     "Help that shows each option's default (when it is None, the option's text says what happens) and keeps the examples' line breaks."
@@ -67,7 +82,7 @@ def _device(text:str)->str:
 # %% ../nbs/10_cli.ipynb #ff44c155
 def build_parser()->argparse.ArgumentParser:
     "The `ddpm_nb` argument parser, one subcommand per entry of COMMANDS."
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="ddpm_nb", formatter_class=_Formatter,
         description="Denoising diffusion probabilistic models (DDPM): train, sample, evaluate.",
         epilog="examples:\n  ddpm_nb demo                                  # train on the digits, sample, evaluate (a few minutes on a CPU)\n"
@@ -78,42 +93,52 @@ def build_parser()->argparse.ArgumentParser:
     for name, (summary, examples, add_arguments, run) in COMMANDS.items():
         p = sub.add_parser(name, help=summary, description=summary, epilog=f"examples:\n{examples}", formatter_class=_Formatter)
         add_arguments(p)
+        p.usage = _short_usage(p)                                       # the options are listed below it in --help
         p.set_defaults(run=run, subparser=p)                            # subparser.error(): a usage error of this command
     return parser
 
-def _interrupted(args)->str:
-    "What to tell the user after Ctrl-C: for a training run, the checkpoint that is kept and how to continue."
+def _interrupted(args, e:KeyboardInterrupt)->str:
+    "What to tell the user after Ctrl-C or SIGTERM: for a training run, the checkpoint that holds it and how to continue."
     run = getattr(args, "run_dir", None)
     if run is None: return "interrupted"
-    last = latest_checkpoint(run)
+    if isinstance(e, TrainingInterrupted) and e.checkpoint is not None:
+        return f"interrupted by {signal.Signals(e.signum).name} at step {e.step}: saved {e.checkpoint} (continue with: {args.continue_with})"
+    last = latest_checkpoint(run)                                       # stopped at once (a second Ctrl-C): the last complete checkpoint
     if last is None: return "interrupted before the first checkpoint: nothing of this run was saved"
     return f"interrupted: the last checkpoint is kept, {last} (continue with: {args.continue_with})"
 
+def _warn(message, category, filename, lineno, file=None, line=None):
+    "Warnings as one line on stderr, like the errors: `ddpm_nb: warning: ...`."
+    print(f"ddpm_nb: warning: {message}", file=sys.stderr)
+
 def main(
     argv:list[str]|None=None, # the arguments after `ddpm_nb`; None: sys.argv[1:]
-)->int: # exit status: 0 done, 1 an error (one line on stderr), 2 bad arguments, 130 interrupted
+)->int: # exit status: 0 done, 1 an error (one line on stderr), 2 bad arguments, 130 after Ctrl-C, 143 after SIGTERM
     "The `ddpm_nb` command line: parse `argv`, run the subcommand, turn errors into a one-line message and an exit status."
-    args = None
+    args, stopped = None, None
     try:
-        args = build_parser().parse_args(argv)
-        return args.run(args)
+        with warnings.catch_warnings():
+            warnings.showwarning = _warn
+            args = build_parser().parse_args(argv)
+            return args.run(args)
     except SystemExit as e:                                             # argparse: --help and --version (0), bad arguments (2)
         return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-    except KeyboardInterrupt:
-        if getattr(args, "progress", False): print(file=sys.stderr)     # end the progress bar's line
-        print(f"ddpm_nb: {_interrupted(args)}", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:
+        stopped = e.with_traceback(None)                                # frees the frames, and a progress bar in them closes now, not after the message
     except (CLIError, ValueError, OSError, ImportError, FloatingPointError) as e:
         print(f"ddpm_nb: error: {e}", file=sys.stderr)
         return 1
     except torch.cuda.OutOfMemoryError as e:
         print(f"ddpm_nb: error: out of GPU memory ({str(e).splitlines()[0]}); try a smaller --batch-size or --n", file=sys.stderr)
         return 1
+    print(f"ddpm_nb: {_interrupted(args, stopped)}", file=sys.stderr)
+    return stopped.exit_status if isinstance(stopped, TrainingInterrupted) else 130
 
 # %% ../nbs/10_cli.ipynb #4c98ddcc
 _DEFAULTS = TrainConfig()
 _FIELDS = tuple(f.name for f in fields(TrainConfig))
-_FIXED_ON_RESUME = ("data", "model", "model_changes", "conditional", "schedule", "timesteps", "prediction") # what the weights depend on
+_FIXED_ON_RESUME = ("data", "image_size", "channels", "model", "model_changes", "conditional", "schedule", "timesteps", "prediction") # what the weights depend on
+_FLAGS = {"size": "--image-size", "image_size": "--image-size", "channels": "--channels"} # the options load_dataset and TrainConfig name in their advice
 
 def _json_object(text:str)->dict:
     "argparse type: a JSON object, e.g. '{\"dropout\": 0}'."
@@ -130,7 +155,11 @@ def _train_arguments(p:argparse.ArgumentParser):
         group.add_argument(flag, dest=field, default=None, help=f"{help} ({shown})", **kw)
     g = p.add_argument_group("run")
     opt(g, "--data", "data", "a built-in dataset (digits, digits16, digits32, swissroll, moons, gaussians, mnist), "
-        "a folder of images (one subfolder per class for labels) or a .npy/.npz file", metavar="NAME|PATH")
+        "a folder of images (one subfolder per class for labels) or a .npy/.npz file; builtin:NAME when a folder has the same name", metavar="NAME|PATH")
+    opt(g, "--image-size", "image_size", "a folder of images of several sizes: crop each to a square and resize it to N×N", type=_positive_int,
+        shown="default: the images' own size, which all must share")
+    opt(g, "--channels", "channels", "a folder of images: 1 converts every image to grey, 3 to RGB", type=int, choices=(1, 3),
+        shown="default: the files' own, which all must share")
     opt(g, "--out", "out", "the run folder: checkpoints and sample grids", shown="required", metavar="DIR")
     g.add_argument("--recipe", choices=tuple(RECIPES), help="start from a published setup (cifar10: DDPM's CIFAR-10 run, chapter 11); --config and the options given here override it")
     g.add_argument("--config", metavar="FILE.json", help="TrainConfig settings as a JSON object (as --dry-run prints, or a checkpoint's state.json); options given here override them")
@@ -182,6 +211,12 @@ def _read_config(path:str)->dict:
     if not isinstance(d, dict): raise CLIError(f"--config {p} must hold a JSON object of TrainConfig fields, got {type(d).__name__}")
     return d
 
+@contextlib.contextmanager
+def _flag_advice():
+    "Data that need --image-size or --channels: the library's advice (size=N, image_size=N) reworded with the flags."
+    try: yield
+    except DataOptionError as e: raise CLIError(e.advice(_FLAGS.get(e.option, e.option), " ")) from None
+
 def _given(args)->dict:
     "The TrainConfig fields set on the command line."
     return {k: getattr(args, k) for k in _FIELDS if getattr(args, k, None) is not None}
@@ -198,7 +233,7 @@ def _train(args)->int:
     name = settings.get("data", _DEFAULTS.data)
     if args.recipe and name == RECIPES[args.recipe]["data"] and not Path(name).exists():
         raise CLIError(f"the {args.recipe} recipe reads {name}, which is not there yet: write it with `ddpm_nb data {args.recipe}`, or give --data")
-    data = load_dataset(name, "train")
+    with _flag_advice(): data = load_dataset(name, "train", size=settings.get("image_size"), channels=settings.get("channels"))
     settings.setdefault("model", "mlp" if len(data.shape) == 1 else "tiny")
     try: config = TrainConfig.from_dict(settings)
     except ValueError as e: args.subparser.error(str(e))             # a value TrainConfig refuses: a bad argument
@@ -228,7 +263,8 @@ def _resume(args, given:dict)->int:
         print(json.dumps({**saved, **changes, "steps": steps}, indent=1)); return 0
     if steps == meta["step"]:
         print(f"{last} is at step {steps} of {steps}: nothing to do; give a larger --steps to train longer"); return 0
-    return _fit(args, Trainer.resume(out, **changes))
+    with _flag_advice(): trainer = Trainer.resume(out, **changes)
+    return _fit(args, trainer)
 
 def _fit(args, trainer:Trainer, continue_with:str|None=None)->int:
     "Train to the end of the run, saying what is trained and where the checkpoints are; `continue_with`: the command that resumes it."

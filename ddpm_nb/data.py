@@ -20,9 +20,10 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 # %% auto #0
-__all__ = ['SPLITS', 'POINT_SETS', 'IMAGE_EXTENSIONS', 'TORCHVISION_DATASETS', 'BUILTIN_DATASETS', 'scale_to_unit', 'unscale',
-           'ArrayDataset', 'load_digits', 'load_points', 'load_mnist', 'load_image_folder', 'load_array',
-           'from_torchvision', 'load_torchvision', 'save_array', 'load_dataset']
+__all__ = ['SPLITS', 'POINT_SETS', 'IMAGE_EXTENSIONS', 'TORCHVISION_DATASETS', 'BUILTIN_DATASETS', 'BUILTIN_PREFIX',
+           'scale_to_unit', 'unscale', 'ArrayDataset', 'load_digits', 'load_points', 'load_mnist', 'DataOptionError',
+           'load_image_folder', 'load_array', 'from_torchvision', 'load_torchvision', 'save_array', 'builtin_name',
+           'load_dataset']
 
 # %% ../nbs/06_data.ipynb #f455dd4d
 def _check_n_levels(n_levels):
@@ -237,6 +238,21 @@ def load_mnist(
                         name=f"mnist/{split}")
 
 # %% ../nbs/06_data.ipynb #94db6385
+class DataOptionError(ValueError):
+    "Data that load only with an option (a size, a number of channels); the message names the option as the caller knows it."
+    def __init__(self,
+                 problem:str, # what is wrong with the data
+                 option:str, # the option that fixes it, as the function that raised calls it
+                 values:list, # the values to suggest, e.g. ["N"] or ["1 (grey)", "3 (RGB)"]
+                 purpose:str): # what the option does, e.g. "to convert every image"
+        self.problem, self.option, self.values, self.purpose = problem, option, values, purpose
+        super().__init__(self.advice())
+
+    def advice(self, name:str|None=None, sep:str="=")->str:
+        "The message with the option named `name` (default: its own) and given as name{sep}value, e.g. ('--channels', ' ') on a command line."
+        options = " or ".join(f"{name or self.option}{sep}{v}" for v in self.values)
+        return f"{self.problem}; pass {options} {self.purpose}"
+
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
 _KEEP_MODE = {"L": "L", "1": "L", "RGB": "RGB", "CMYK": "RGB", "YCbCr": "RGB", "LAB": "RGB", "HSV": "RGB", "RGBA": "RGBA", "LA": "RGBA"}
 
@@ -294,11 +310,11 @@ def load_image_folder(
         a = _read_image(root / r, channels, size)
         if arrays and a.shape[:2] != arrays[0].shape[:2]:
             (h0, w0), (h, w) = arrays[0].shape[:2], a.shape[:2]
-            raise ValueError(f"images differ in size: {root / rel[0]} is {w0}×{h0}, {root / r} is {w}×{h} (width×height); "
-                             "pass size=... to crop and resize them all to one square size")
+            raise DataOptionError(f"images differ in size: {root / rel[0]} is {w0}×{h0}, {root / r} is {w}×{h} (width×height)",
+                                  "size", ["N"], "to crop every image to a square and resize it to N×N")
         if arrays and a.shape[2] != arrays[0].shape[2]:
-            raise ValueError(f"images differ in channels: {root / rel[0]} has {arrays[0].shape[2]}, {root / r} has {a.shape[2]}; "
-                             "pass channels=1 (grey) or channels=3 (RGB)")
+            raise DataOptionError(f"images differ in channels: {root / rel[0]} has {arrays[0].shape[2]}, {root / r} has {a.shape[2]}",
+                                  "channels", ["1 (grey)", "3 (RGB)"], "to convert every image")
         arrays.append(a)
     x = scale_to_unit(rearrange(torch.from_numpy(np.stack(arrays)), "n h w c -> n c h w"), 256).contiguous()
     classes = sorted({r.parts[0] for r in rel}) if all(nested) else None
@@ -493,16 +509,38 @@ def save_array(
 
 # %% ../nbs/06_data.ipynb #b40fa11c
 BUILTIN_DATASETS = ("digits", "digits16", "digits32", "swissroll", "moons", "gaussians", "mnist")
+BUILTIN_PREFIX = "builtin:"
+
+def builtin_name(
+    name_or_path:str|Path, # what a user gave as data: "moons", "builtin:moons", "./moons", a Path
+)->str|None: # the built-in dataset's name, lower case; None for a path
+    "The built-in dataset that `name_or_path` names, or None when it is a path; an error when a bare name is both."
+    if not isinstance(name_or_path, str): return None                   # a Path object is always a path
+    if name_or_path.lower().startswith(BUILTIN_PREFIX):
+        name = name_or_path[len(BUILTIN_PREFIX):].lower()
+        if name not in BUILTIN_DATASETS:
+            raise ValueError(f"unknown built-in dataset {name!r} in {name_or_path!r}; the names are {', '.join(BUILTIN_DATASETS)}")
+        return name
+    if name_or_path.lower() not in BUILTIN_DATASETS: return None
+    if Path(name_or_path).exists():
+        kind = "folder" if Path(name_or_path).is_dir() else "file"
+        raise ValueError(f"{name_or_path!r} names a built-in dataset and also the {kind} {Path(name_or_path).resolve()}: "
+                         f"say which, ./{name_or_path} for the {kind} or {BUILTIN_PREFIX}{name_or_path} for the built-in dataset")
+    return name_or_path.lower()
 
 def load_dataset(
-    name_or_path:str|Path, # a name of BUILTIN_DATASETS, a folder of images, or a .npy/.npz file
+    name_or_path:str|Path, # a name of BUILTIN_DATASETS (or "builtin:" and the name), a folder of images, or a .npy/.npz file
     split:str="train", # "train", "test" or "all"; a user's folder or file has no test split
     **kwargs, # passed to the loader: n, seed (2-D sets), size, channels (folders), labels_key (.npz)
 )->ArrayDataset: # the data, items (x, label) with label −1 when unlabelled
     "Any of ddpm_nb's data by name (digits, digits16, digits32, swissroll, moons, gaussians, mnist) or by path."
     _check_split(split)
-    if isinstance(name_or_path, str) and name_or_path.lower() in BUILTIN_DATASETS:
-        name = name_or_path.lower()
+    kwargs = {k: v for k, v in kwargs.items() if not (k in ("size", "channels") and v is None)}
+    name = builtin_name(name_or_path)
+    if name is not None:
+        if {"size", "channels"} & set(kwargs):
+            raise ValueError(f"an image size or a number of channels applies to a folder of images, not to the built-in dataset {name!r}"
+                             + (" (digits16 and digits32 are the digits at 16 and 32 pixels)" if name.startswith("digits") else ""))
         if name.startswith("digits"): return load_digits(split, int(name[6:] or 8), **kwargs)
         if name == "mnist": return load_mnist(split, **kwargs)
         return load_points(name, split, **kwargs)
@@ -518,5 +556,7 @@ def load_dataset(
         raise ValueError(f"{p} is your own data, with no held-out part: split must be 'train' or 'all' (both give all of it); "
                          "load held-out data from a second folder or file")
     if p.is_dir(): return load_image_folder(p, **kwargs)
+    if {"size", "channels"} & set(kwargs):
+        raise ValueError(f"an image size or a number of channels applies to a folder of images, not to the file {p}")
     if p.suffix.lower() in (".npy", ".npz"): return load_array(p, **kwargs)
     raise ValueError(f"{p} is neither a folder of images nor a .npy/.npz file")

@@ -11,7 +11,7 @@ from torch import Tensor
 from .schedule import Schedule, extract
 
 # %% auto #0
-__all__ = ['q_step', 'q_mean_var', 'q_sample', 'default_device', 'noise_like']
+__all__ = ['q_step', 'q_mean_var', 'q_sample', 'default_device', 'has_cuda', 'noise_like']
 
 # %% ../nbs/01_forward.ipynb #8239f93c
 def _check_finite(x:Tensor, name:str):
@@ -70,6 +70,16 @@ def default_device()->torch.device:
     if torch.cuda.is_available(): return torch.device("cuda")
     if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available(): return torch.device("mps")
     return torch.device("cpu")
+
+# %% ../nbs/01_forward.ipynb #97992a8e
+def has_cuda(
+    check:str, # what the cell checks on a GPU, for the line printed where there is none
+)->bool:
+    "True when torch sees a CUDA GPU; otherwise print one line saying what the GPU cell would check, and return False."
+    if torch.cuda.is_available(): return True
+    print(f"skipped (no CUDA GPU here): on a GPU this cell checks that {check}. "
+          "Run it on a GPU machine, or there: DDPM_NB_TEST_FLAGS=cuda python -m pytest tests/test_notebooks.py")
+    return False
 
 # %% ../nbs/01_forward.ipynb #ff77090b
 def noise_like(

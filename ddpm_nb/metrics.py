@@ -17,16 +17,16 @@ import torch
 from sklearn.model_selection import train_test_split
 from torch import Tensor, nn
 
-from .data import BUILTIN_DATASETS, POINT_SETS, ArrayDataset, load_dataset
+from .data import BUILTIN_DATASETS, BUILTIN_PREFIX, POINT_SETS, ArrayDataset, builtin_name, load_dataset
 from .elbo import nll_bits_per_dim
 from .sample import sample
 from .train import load_model
 
 # %% auto #0
-__all__ = ['FeatureNet', 'train_classifier', 'classifier_for', 'features', 'class_accuracy', 'mean_cov', 'frechet_from_stats',
-           'frechet_distance', 'precision_recall', 'memorisation', 'sliced_wasserstein', 'energy_distance', 'Reference',
-           'reference_for', 'Metric', 'EvalReport', 'image_metrics', 'point_metrics', 'evaluate', 'evaluate_checkpoint',
-           'save_png_folder', 'inception_fid', 'inception_features']
+__all__ = ['BETTER', 'FeatureNet', 'train_classifier', 'classifier_for', 'features', 'class_accuracy', 'mean_cov',
+           'frechet_from_stats', 'frechet_distance', 'precision_recall', 'memorisation', 'sliced_wasserstein',
+           'energy_distance', 'Reference', 'reference_for', 'Metric', 'EvalReport', 'image_metrics', 'point_metrics',
+           'evaluate', 'evaluate_checkpoint', 'save_png_folder', 'inception_fid', 'inception_features']
 
 # %% ../nbs/09_eval.ipynb #63deca2c
 class FeatureNet(nn.Module):
@@ -96,10 +96,10 @@ def classifier_for(
     name:str, # a built-in labelled image dataset: digits, digits16, digits32, mnist
 )->FeatureNet:
     "The feature network of a built-in dataset, trained on its train split once per process (a few seconds)."
-    key = name.lower()
+    key = name.lower().removeprefix(BUILTIN_PREFIX)
     if key not in BUILTIN_DATASETS or key in POINT_SETS:
         raise ValueError(f"classifier_for needs a built-in image dataset ({', '.join(d for d in BUILTIN_DATASETS if d not in POINT_SETS)}), got {name!r}")
-    if key not in _CLASSIFIERS: _CLASSIFIERS[key] = train_classifier(load_dataset(key, "train"))
+    if key not in _CLASSIFIERS: _CLASSIFIERS[key] = train_classifier(load_dataset(BUILTIN_PREFIX + key, "train"))
     return _CLASSIFIERS[key]
 
 @torch.no_grad()
@@ -243,11 +243,11 @@ class Reference:
     def is_image(self)->bool: return self.train.ndim == 4
 
     @classmethod
-    def from_data(cls, name:str|Path, seed:int=0):
-        "The reference for a built-in dataset (train split; test split halved, stratified by label) or a user's folder/file (all of it, halved)."
-        builtin = isinstance(name, str) and name.lower() in BUILTIN_DATASETS
-        train = load_dataset(name, "train")
-        hold = load_dataset(name, "test") if builtin else train
+    def from_data(cls, name:str|Path, seed:int=0, **load_options):
+        "The reference for a built-in dataset (train split; test split halved, stratified by label) or a user's folder/file (all of it, halved, read with `load_options`, e.g. size)."
+        builtin = builtin_name(name)
+        train = load_dataset(name, "train", **load_options)
+        hold = load_dataset(BUILTIN_PREFIX + builtin, "test") if builtin else train
         idx = np.arange(len(hold))
         y = None if hold.labels is None else hold.labels.numpy()
         a, b = train_test_split(idx, test_size=0.5, random_state=seed, stratify=y if y is not None and np.bincount(y).min() >= 2 else None)
@@ -255,17 +255,22 @@ class Reference:
         lab = lambda d, i: None if d.labels is None else d.labels[i]
         net = None
         if train.x.ndim == 4 and train.labels is not None:
-            net = classifier_for(name) if builtin else train_classifier(train)
+            net = classifier_for(builtin) if builtin else train_classifier(train)
         return cls(str(name), train.x, hold.x[a], hold.x[b], train.labels, lab(hold, a), lab(hold, b),
-                   getattr(train, "n_levels", None), net, builtin)
+                   getattr(train, "n_levels", None), net, builtin is not None)
 
 _REFERENCES = {}
 
-def reference_for(name:str|Path)->Reference:
-    "`Reference.from_data(name)`, built once per process."
-    key = str(name).lower() if isinstance(name, str) and name.lower() in BUILTIN_DATASETS else str(Path(name).resolve())
-    if key not in _REFERENCES: _REFERENCES[key] = Reference.from_data(name)
+def reference_for(name:str|Path, **load_options)->Reference:
+    "`Reference.from_data(name, **load_options)`, built once per process."
+    options = {k: v for k, v in load_options.items() if v is not None}
+    key = (builtin_name(name) or str(Path(name).resolve()), tuple(sorted(options.items())))
+    if key not in _REFERENCES: _REFERENCES[key] = Reference.from_data(name, **options)
     return _REFERENCES[key]
+
+BETTER = {"fd": "lower", "fd_ratio": "lower", "precision": "higher", "recall": "higher", "accuracy": "higher", "pixel_sw": "lower",
+          "exact_copies": "lower", "close_share": "near real", "nn_ratio": "near real", "sliced_w2": "lower", "energy": "lower",
+          "nll_bits_per_dim": "lower"} # which way a metric improves; "near real": both ways away from real data are bad
 
 @dataclass
 class Metric:
@@ -276,6 +281,11 @@ class Metric:
     note:str=""
     stderr:float|None=None # standard error of the value, where it is a mean over sample sets
 
+    @property
+    def better(self)->str:
+        "Which way the metric improves: lower, higher, near real; '' for a row that scores real data, not the model."
+        return BETTER.get(self.name, "")
+
 @dataclass
 class EvalReport:
     "What `evaluate` measured: one row per metric, the settings, and the sampling time."
@@ -283,6 +293,7 @@ class EvalReport:
     settings:dict
     seconds:float # wall time of sampling
     metrics:list = field(default_factory=list)
+    verdict:str = "" # one plain sentence: how close the samples are to real data
 
     def __getitem__(self, name:str)->float:
         for m in self.metrics:
@@ -295,18 +306,20 @@ class EvalReport:
 
     def as_dict(self)->dict:
         "A JSON-serialisable dict."
-        return dict(data=self.data, settings=self.settings, sample_seconds=self.seconds,
-                    metrics={m.name: dict(value=m.value, floor=m.floor, stderr=m.stderr, note=m.note) for m in self.metrics})
+        return dict(data=self.data, settings=self.settings, sample_seconds=self.seconds, verdict=self.verdict,
+                    metrics={m.name: dict(value=m.value, floor=m.floor, stderr=m.stderr, better=m.better, note=m.note) for m in self.metrics})
 
     def __str__(self):
         s = self.settings
         head = (f"{self.data}: {s['n']} samples, {s['sampler']} {s['n_steps']} steps"
                 + (f", eta {s['eta']}" if s['sampler'] == "ddim" else "")
                 + (f", guidance {s['guidance_scale']}" if s.get("guidance_scale") else "") + f", sampled in {self.seconds:.1f} s")
-        rows = [("metric", "value", "real data", "")] + [
-            (m.name, _fmt(m.value) + ("" if m.stderr is None else f" ± {m.stderr:.2g}"), "" if m.floor is None else _fmt(m.floor), m.note) for m in self.metrics]
-        w = [max(len(r[i]) for r in rows) for i in range(3)]
-        return "\n".join([head] + [f"  {a:<{w[0]}}  {b:>{w[1]}}  {c:>{w[2]}}  {d}".rstrip() for a, b, c, d in rows])
+        rows = [("metric", "value", "real data", "better", "")] + [
+            (m.name, _fmt(m.value) + ("" if m.stderr is None else f" ± {m.stderr:.2g}"), "" if m.floor is None else _fmt(m.floor),
+             m.better or "-", m.note) for m in self.metrics]
+        w = [max(len(r[i]) for r in rows) for i in range(4)]
+        lines = [f"  {a:<{w[0]}}  {b:>{w[1]}}  {c:>{w[2]}}  {d:<{w[3]}}  {e}".rstrip() for a, b, c, d, e in rows]
+        return "\n".join([head, *lines] + ([self.verdict] if self.verdict else []))
 
     __repr__ = __str__
 
@@ -349,8 +362,10 @@ def image_metrics(
         else:
             fd_copy = [frechet_distance(ftr[_copy_set(ref, m, labels, g)], fe) for _ in range(n_copies)]
             mixed = " with the samples' class mix" if labels is not None and ref.train_labels is not None else ""
+            spread = float(np.std(fd_copy, ddof=1))
             out += [Metric("fd", float(np.mean(fd)), float(np.mean(fd_copy)), f"feature Fréchet distance, {sets} vs {m} held-out; real: {n_copies} sets of training images{mixed}", se),
-                    Metric("fd_heldout", fd_test, None, f"real held-out images ({m}) vs the same {m}: the other floor"),
+                    Metric("fd_heldout", fd_test, None, f"what {m} unseen real images score: sets of {m} real images vary by ± {spread:.2g} "
+                                                        "around the floor, so this and the model can fall either side of it"),
                     Metric("fd_ratio", float(np.mean(fd) / np.mean(fd_copy)), 1.0, "fd / its training-images floor")]
         held = torch.cat([ft, fe])
         pr = [precision_recall(ftr, c) for c in _chunks(fx, len(held))] or [precision_recall(ftr, fx)]
@@ -424,7 +439,22 @@ def evaluate(
         b = nll_bits_per_dim(model, held, s, ref.n_levels, labels=hl, generator=torch.Generator().manual_seed(seed))
         rows.append(Metric("nll_bits_per_dim", b.total, None, f"variational bound on the {'held-out' if ref.held_out else 'training'} images, ± {b.stderr:.3f}"))
     settings = dict(n=n, sampler=sampler, n_steps=n_steps or s.n_steps, eta=eta, guidance_scale=guidance_scale, seed=seed)
-    return EvalReport(ref.name, settings, seconds, rows)
+    return EvalReport(ref.name, settings, seconds, rows, _verdict(rows, ref, n))
+
+def _verdict(rows:list, ref:Reference, n:int)->str:
+    "One sentence on the report's main distance, as a multiple of what real data score, and on exact copies."
+    by = {m.name: m for m in rows}
+    main = by.get("fd") or by.get("sliced_w2") or by.get("pixel_sw")
+    what = {"fd": "Fréchet distance in a classifier's features", "sliced_w2": "sliced 2-Wasserstein distance",
+            "pixel_sw": "sliced 2-Wasserstein distance in pixel space"}[main.name]
+    if not ref.held_out: real, other = "half of your data", "the other half is"
+    elif main.name == "fd": real, other = "held-out real images", "copies of training images are"
+    else: real, other = "held-out real points", "other held-out points are"
+    text = f"Verdict: the samples are {main.value / main.floor:.2f}× as far from {real} as {other} ({what}); 1.00 would be indistinguishable at this sample size."
+    copies = by.get("exact_copies")
+    if copies is not None and copies.value:
+        text += f" {copies.value} of the {n} samples are exact copies of training images."
+    return text
 
 def evaluate_checkpoint(
     ckpt:str|Path, # a checkpoint folder, or a run folder (its latest checkpoint)
@@ -433,7 +463,8 @@ def evaluate_checkpoint(
 )->EvalReport:
     "`evaluate` on a checkpoint's EMA model, against the data named in its training config."
     model, s, meta = load_model(ckpt, device=device)
-    return evaluate(model, s, meta["config"]["data"], **kwargs)
+    cfg = meta["config"]                                                # data read as in training: image_size, channels for a folder
+    return evaluate(model, s, reference_for(cfg["data"], size=cfg.get("image_size"), channels=cfg.get("channels")), **kwargs)
 
 # %% ../nbs/09_eval.ipynb #760de798
 def save_png_folder(

@@ -11,7 +11,11 @@ import json
 import math
 import os
 import shutil
+import signal
+import sys
+import threading
 import time
+import warnings
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
@@ -25,7 +29,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import Dataset, DistributedSampler
 from tqdm.auto import tqdm
 
-from .data import load_dataset
+from .data import DataOptionError, load_dataset
 from .forward import default_device
 from .loss import PREDICTIONS, WEIGHTINGS, ddpm_loss
 from .sample import sample
@@ -33,14 +37,16 @@ from .schedule import SCHEDULES, Schedule
 from .unet import UNET_PRESETS, MLPDenoiser, UNet, UNetConfig
 
 # %% auto #0
-__all__ = ['RECIPES', 'CKPT_PREFIX', 'TrainConfig', 'build_model', 'EMA', 'list_checkpoints', 'latest_checkpoint', 'load_model',
-           'save_image_grid', 'Trainer']
+__all__ = ['RECIPES', 'CKPT_PREFIX', 'TrainConfig', 'build_model', 'load_training_data', 'EMA', 'list_checkpoints',
+           'latest_checkpoint', 'load_model', 'save_image_grid', 'Trainer', 'TrainingInterrupted']
 
 # %% ../nbs/07_train.ipynb #48ee9416
 @dataclass
 class TrainConfig:
     "Every setting of a training run; saved as JSON in each checkpoint, so a run can be resumed or inspected later."
     data:str="digits" # a built-in dataset (digits, digits16, digits32, swissroll, moons, gaussians, mnist) or a path
+    image_size:int|None=None # a folder of images: crop each to a square and resize it to image_size × image_size; None: all must share one size
+    channels:int|None=None # a folder of images: 1 converts every image to grey, 3 to RGB; None: keep the files' own (all must agree)
     out:str="runs/ddpm" # run folder: checkpoints, samples
     model:str="tiny" # a UNet preset (tiny, mnist, cifar10), or "mlp" for 2-D points
     model_changes:dict=field(default_factory=dict) # UNetConfig (or MLPDenoiser) fields to change, e.g. {"dropout": 0.0}
@@ -81,7 +87,10 @@ class TrainConfig:
                   (0 <= self.ema_decay < 1, f"ema_decay must be in [0, 1), got {self.ema_decay}"),
                   (isinstance(self.warmup, int) and self.warmup >= 0, f"warmup must be an integer >= 0, got {self.warmup!r}"),
                   (isinstance(self.sample_every, int) and self.sample_every >= 0, f"sample_every must be an integer >= 0, got {self.sample_every!r}"),
-                  (isinstance(self.seed, int) and not isinstance(self.seed, bool), f"seed must be an integer, got {self.seed!r}")]
+                  (isinstance(self.seed, int) and not isinstance(self.seed, bool), f"seed must be an integer, got {self.seed!r}"),
+                  (self.channels in (None, 1, 3), f"channels must be None, 1 or 3, got {self.channels!r}"),
+                  (self.image_size is None or (isinstance(self.image_size, int) and not isinstance(self.image_size, bool) and self.image_size >= 1),
+                   f"image_size must be None or an integer >= 1, got {self.image_size!r}")]
         for name, positive in (("lr", True), ("weight_decay", False), ("grad_clip", False)):
             v = getattr(self, name)
             ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and (v > 0 if positive else v >= 0)
@@ -91,6 +100,10 @@ class TrainConfig:
             checks.append((isinstance(v, int) and not isinstance(v, bool) and v >= 1, f"{name} must be an integer >= 1, got {v!r}"))
         for ok, msg in checks:
             if not ok: raise ValueError(msg)
+
+    def data_options(self)->dict:
+        "The options `load_dataset` reads this run's data with: size and channels, where set."
+        return {k: v for k, v in (("size", self.image_size), ("channels", self.channels)) if v is not None}
 
     @classmethod
     def from_dict(cls, d:dict):
@@ -130,6 +143,14 @@ def build_model(
     if len(item_shape) != 3: raise ValueError(f"UNet preset {config.model!r} is for images (c, h, w), got items of shape {tuple(item_shape)}; use model='mlp'")
     cfg = UNetConfig.preset(config.model, image_channels=item_shape[0], image_size=item_shape[-1], num_classes=classes, **config.model_changes)
     return UNet(cfg)
+
+def load_training_data(
+    config:TrainConfig, # uses data, image_size, channels
+)->Dataset:
+    "The training split of the data a TrainConfig names, read with its image_size and channels; an error names the field that fixes it."
+    try: return load_dataset(config.data, "train", **config.data_options())
+    except DataOptionError as e:                                        # load_dataset says size=..., the config calls it image_size
+        raise DataOptionError(e.problem, {"size": "image_size"}.get(e.option, e.option), e.values, e.purpose) from None
 
 def _model_spec(model:nn.Module)->dict:
     "What rebuilds `model` without its weights: kind and constructor arguments, JSON-ready."
@@ -318,7 +339,7 @@ class Trainer:
             dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo")   # NCCL between GPUs, gloo between CPU processes
         self.precision = c.precision if c.precision != "auto" else _auto_precision(self.device)
         if self.precision == "fp16" and self.device.type != "cuda": raise ValueError(f"precision fp16 needs a CUDA device, got {self.device}")
-        self.dataset = dataset if dataset is not None else load_dataset(c.data, "train")
+        self.dataset = dataset if dataset is not None else load_training_data(c)
         if len(self.dataset) < c.batch_size:
             raise ValueError(f"the dataset has {len(self.dataset)} items, fewer than one batch of {c.batch_size}")
         first = self.dataset[0]
@@ -341,7 +362,13 @@ class Trainer:
         if self.world > 1:
             self.net = DistributedDataParallel(self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
         if c.compile: self.net = torch.compile(self.net)
+        if c.warmup > c.steps:
+            warnings.warn(f"warmup={c.warmup} is longer than the run, steps={c.steps}: the learning rate never reaches lr={c.lr:g}, "
+                          f"only {c.lr * c.steps / c.warmup:.2g} at the last step, and so short a run usually samples noise; "
+                          f"set warmup well below steps (a tenth: {c.steps // 10})", stacklevel=2)
         self.step, self.history, self._epoch, self._order = 0, [], None, None
+        self._log = [0.0, 0]                                               # loss sum and count since the last history entry
+        self._stop, self._stop_signum = None, 0                            # SIGINT/SIGTERM while fit runs (see fit)
         self._on_disk = None                                               # the step whose state this trainer wrote or resumed from, in its run folder
         self.out = Path(c.out)
 
@@ -398,9 +425,14 @@ def __train_step(self:Trainer, step:int)->float:
         loss = ddpm_loss(self.net, x, self.schedule, t=t, eps=eps, cond=cond, prediction=c.prediction, weighting=c.weighting)
     self.opt.zero_grad(set_to_none=True)
     self.scaler.scale(loss).backward()
-    mean_loss = loss.detach().clone()
-    if self.world > 1: dist.all_reduce(mean_loss); mean_loss /= self.world
-    value = mean_loss.item()
+    signum = (self._stop.signum or 0) if self._stop is not None else 0    # SIGINT/SIGTERM received by this process
+    if self.world > 1:                                                  # one reduction: the mean loss, and whether any process was signalled
+        flags = torch.stack([loss.detach().float(), *torch.tensor([signum, signum > 0], dtype=torch.float32, device=loss.device)])
+        dist.all_reduce(flags)
+        total, signum_sum, n_signalled = flags.tolist()
+        value, signum = total / self.world, round(signum_sum / n_signalled) if n_signalled else 0
+    else: value = loss.item()
+    self._stop_signum = signum                                          # fit stops after this step, on every process alike
     if not math.isfinite(value):
         last = latest_checkpoint(self.out)
         raise FloatingPointError(f"non-finite loss {value} at step {step}; training stopped, the last good checkpoint is "
@@ -440,7 +472,7 @@ def _write(self:Trainer, final:Path):
     save_file(tensors, tmp / "state.safetensors")
     meta = {"step": self.step, "config": asdict(self.config), "model": _model_spec(self.model), "optimizer": opt_meta,
             "lr_schedule": {k: v for k, v in self.lr_sched.state_dict().items() if k != "lr_lambdas"},
-            "scaler": self.scaler.state_dict(), "history": self.history, "world_size": self.world,
+            "scaler": self.scaler.state_dict(), "history": self.history, "log_window": self._log, "world_size": self.world,
             "data": {"name": getattr(self.dataset, "name", None), "n_levels": getattr(self.dataset, "n_levels", None),
                      "num_classes": getattr(self.dataset, "num_classes", None), "item_shape": list(self.item_shape)},
             "files": {f.name: _digest(f) for f in sorted(tmp.glob("*.safetensors"))}}   # checked on loading: damage is named, not loaded
@@ -489,33 +521,76 @@ def _resume(cls,
         states = [tensors[k] for k in sorted(k for k in tensors if k.startswith("rng/cuda/"))]
         if len(states) == torch.cuda.device_count(): torch.cuda.set_rng_state_all(states)
     trainer.step, trainer.history = meta["step"], meta["history"]
+    trainer._log = list(meta.get("log_window", [0.0, 0]))              # losses since the last history entry (a checkpoint between entries)
     if ckpt.parent.resolve() == trainer.out.resolve(): trainer._on_disk = meta["step"]   # its own run folder: that step needs no rewrite
     return trainer
 
 # %% ../nbs/07_train.ipynb #55b86c25
+class TrainingInterrupted(KeyboardInterrupt):
+    "Training stopped by SIGINT (Ctrl-C, a notebook's interrupt) or SIGTERM, after saving the step it had reached."
+    def __init__(self, signum:int, step:int, checkpoint:Path|None):
+        self.signum, self.step, self.checkpoint = signum, step, checkpoint
+        where = (f"saved {checkpoint}; continue with Trainer.resume({str(checkpoint.parent)!r}).fit()" if checkpoint
+                 else "rank 0 saved the checkpoint")
+        super().__init__(f"{signal.Signals(signum).name} at step {step}: {where}")
+
+    @property
+    def exit_status(self)->int:
+        "What a command exits with after this signal: 128 + its number (130 for SIGINT, 143 for SIGTERM)."
+        return 128 + self.signum
+
+class _StopSignals:
+    "While active, SIGINT and SIGTERM only record their number, so the step in progress ends and can be saved; a second one raises KeyboardInterrupt."
+    def __init__(self): self.signum, self._saved = None, {}
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():      # Python runs signal handlers in the main thread only
+            for sig, default in ((signal.SIGINT, signal.default_int_handler), (signal.SIGTERM, signal.SIG_DFL)):
+                if signal.getsignal(sig) is default: self._saved[sig] = signal.signal(sig, self._note)   # a handler set by others stays
+        return self
+
+    def _note(self, signum, frame):
+        if self.signum is not None: raise KeyboardInterrupt              # the second signal: stop at once, without saving
+        self.signum = signum
+
+    def __exit__(self, *exc):
+        for sig, old in self._saved.items(): signal.signal(sig, old)
+
 @_method(Trainer)
 def _fit(self:Trainer,
         until:int|None=None, # stop after this many steps in total; None: config.steps
        )->list: # the loss history: [step, mean loss of the last log_every steps] pairs
-    "Train until step `until`, then write a checkpoint."
+    "Train until step `until`, then write a checkpoint. SIGINT or SIGTERM ends the step in progress, saves it and raises `TrainingInterrupted`."
     c = self.config
     until = c.steps if until is None else until
     if until > c.steps: raise ValueError(f"until={until} is beyond config.steps={c.steps}; resume with steps={until} to train longer")
     self.net.train()
     bar = tqdm(total=until, initial=self.step, disable=not (c.progress and self.is_main), dynamic_ncols=True, desc="train")
-    running, n, t0, seen = 0.0, 0, time.time(), 0
-    while self.step < until:
-        loss = self._train_step(self.step)
-        self.step += 1; running += loss; n += 1; seen += c.batch_size
-        if self.step % c.log_every == 0 or self.step == until:
-            self.history.append([self.step, running / n])
-            bar.set_postfix(loss=f"{running / n:.4f}", img_s=f"{seen / (time.time() - t0):.0f}")
-            running, n = 0.0, 0
-        bar.update(1)
-        if c.sample_every and self.step % c.sample_every == 0 and self.is_image: self.sample_grid()
-        if self.step % c.ckpt_every == 0 and self.step != until: self.save()
-    bar.close()
-    self.save()
+    t0, seen = time.time(), 0
+    try:
+        with _StopSignals() as self._stop:
+            while self.step < until:
+                loss = self._train_step(self.step)
+                self.step += 1; seen += c.batch_size
+                self._log = [self._log[0] + loss, self._log[1] + 1]
+                if self.step % c.log_every == 0 or self.step == until:
+                    self.history.append([self.step, self._log[0] / self._log[1]])
+                    bar.set_postfix(loss=f"{self._log[0] / self._log[1]:.4f}", img_s=f"{seen / (time.time() - t0):.0f}")
+                    self._log = [0.0, 0]
+                bar.update(1)
+                if self._stop_signum: break                             # every process saw the same signal after this step
+                if c.sample_every and self.step % c.sample_every == 0 and self.is_image: self.sample_grid()
+                if self.step % c.ckpt_every == 0 and self.step != until: self.save()
+            signum = self._stop_signum or self._stop.signum             # also a signal that came during the last save
+            bar.close()
+            if signum and self.is_main:
+                print(f"{signal.Signals(signum).name}: saving step {self.step} before stopping (send it again to stop at once, unsaved)",
+                      file=sys.stderr, flush=True)
+            path = self.save()
+    finally:
+        bar.close()
+        self._stop, self._stop_signum = None, 0
+    if signum: raise TrainingInterrupted(signum, self.step, path)
     return self.history
 
 @_method(Trainer)

@@ -2,11 +2,15 @@
 
 Environment variables:
   DDPM_NB_TEST_FLAGS    notebook cell flags to run as well, e.g. "slow" or "slow cuda"
-                        (cells flagged with settings.ini's tst_flags are skipped otherwise)
+                        (cells flagged with settings.ini's tst_flags are skipped otherwise);
+                        "slow" also runs the tests marked slow (each notebook as JupyterLab's Run All runs it)
+  DDPM_NB_FULL          "1": the notebooks' FULL switch is on, their full-size runs are repeated
   DDPM_NB_REQUIRE_DOCS  "1": the docs tests fail, instead of skipping, when _docs/ is missing
 """
 import os
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -25,3 +29,14 @@ def docs_problem() -> str | None:
     if newer:
         return f"docs site is older than {', '.join(newer[:3])}{' ...' if len(newer) > 3 else ''}: run `python docs/build.py`"
     return None
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: a long test, run only when DDPM_NB_TEST_FLAGS lists slow (as the notebooks' slow cells)")
+
+
+def pytest_collection_modifyitems(config, items):
+    if "slow" in force_flags(): return
+    skip = pytest.mark.skip(reason="slow: run with DDPM_NB_TEST_FLAGS=slow")
+    for item in items:
+        if "slow" in item.keywords: item.add_marker(skip)

@@ -148,8 +148,10 @@ def test_bad_arguments_exit_2(work):
     cases = [["frobnicate"], ["train", "--data", "digits", "--out", "x", "--steps", "ten"], ["sample", "--ckpt", "x", "--sampler", "euler"],
              ["sample", "--ckpt", "x"], ["train", "--data", "digits", "--dry-run"]]
     outs = in_parallel([(c, 2) for c in cases], work)
-    for (out, err), c in zip(outs, cases):
-        assert err.startswith("usage: ddpm_nb") and "error:" in err and not out, (c, err)
+    for (out, err), c in zip(outs, cases):                               # the short usage line and the error, not every option
+        assert err.startswith("usage: ddpm_nb") and err.count("\n") == 2 and "error:" in err.split("\n")[1] and not out, (c, err)
+    assert outs[1][1].startswith("usage: ddpm_nb train [options]   (ddpm_nb train --help lists every option)\n"), outs[1][1]
+    assert outs[3][1].startswith("usage: ddpm_nb sample --ckpt DIR [options]"), outs[3][1]
     assert "argument --steps: expected an integer >= 1, got 'ten'" in outs[1][1]
     assert "invalid choice: 'euler'" in outs[2][1]
     assert "--out DIR is required" in outs[4][1]
@@ -173,18 +175,46 @@ def test_missing_and_broken_checkpoints_exit_1(runs, work):
     assert not (work / "x.png").exists()
 
 
-def test_ctrl_c_keeps_the_last_checkpoint(work):
-    run = work / "interrupted"
-    p = start("train", "--data", "digits", "--out", run, "--steps", 100_000, "--ckpt-every", 3, *TINY, cwd=work)
-    deadline = time.time() + 120
-    while not list(run.glob("ckpt-*")) and time.time() < deadline and p.poll() is None:
-        time.sleep(0.2)
-    assert list(run.glob("ckpt-*")), "no checkpoint appeared"
-    p.send_signal(signal.SIGINT)
-    _, err = finish(p, expect=130)
-    last = sorted(run.glob("ckpt-*"))[-1]
-    assert f"ddpm_nb: interrupted: the last checkpoint is kept, {last}" in err, err
-    assert f"(continue with: ddpm_nb train --out {run} --resume)" in err
+def test_warnings_are_one_line(work):
+    "A run shorter than its warm-up trains, and says why its samples will be noise, in one line (no Python warning header)."
+    out, err = ddpm_nb("train", "--data", "moons", "--out", "runs/short", "--steps", 3, "--batch-size", 16, "--device", "cpu", "--no-progress", cwd=work)
+    assert err == ("ddpm_nb: warning: warmup=500 is longer than the run, steps=3: the learning rate never reaches lr=0.0002, "
+                   "only 1.2e-06 at the last step, and so short a run usually samples noise; set warmup well below steps (a tenth: 0)\n"), err
+    assert "trained to step 3" in out
+
+
+def write_images(folder, sizes, mode="L"):
+    "PNG files of random pixels, one per (width, height), in `folder` (created)."
+    from PIL import Image
+    folder.mkdir(parents=True)
+    for i, (w, h) in enumerate(sizes):
+        a = np.random.default_rng(i).integers(0, 256, (h, w) if mode == "L" else (h, w, 3), dtype=np.uint8)
+        Image.fromarray(a).convert(mode if i % 2 else "L").save(folder / f"{i:03d}.png")
+
+
+def test_image_folder_options_end_to_end(work):
+    """A folder of grey and colour images in several sizes: the error names --image-size, then --channels; with both the run
+    trains, samples and evaluates, evaluation reading the folder the way training did. A folder named like a built-in dataset
+    is an error that says how to name each."""
+    write_images(work / "photos", [(12, 10), (9, 9), (10, 14), (16, 16)] * 10, mode="RGB")
+    args = ["train", "--data", "photos", "--out", "runs/photos", "--steps", 2, *TINY]
+    (_, size_err), = in_parallel([(args, 1)], work)
+    assert size_err.startswith("ddpm_nb: error: images differ in size: ") and size_err.endswith(
+        "; pass --image-size N to crop every image to a square and resize it to N×N\n"), size_err
+    _, chan_err = ddpm_nb(*args, "--image-size", 8, cwd=work, expect=1)
+    assert "images differ in channels" in chan_err and chan_err.endswith("; pass --channels 1 (grey) or --channels 3 (RGB) to convert every image\n"), chan_err
+    out, _ = ddpm_nb(*args, "--image-size", 8, "--channels", 3, cwd=work)
+    cfg = state(work / "runs/photos/ckpt-00000002")["config"]
+    assert (cfg["image_size"], cfg["channels"]) == (8, 3) and "(40 items of shape (3, 8, 8))" in out, out
+    (sampled, _), (evaluated, _) = in_parallel([
+        (["sample", "--ckpt", "runs/photos", "--n", 4, "--steps", 3, "--npz", "photos.npz", "--no-progress"], 0),
+        (["eval", "--ckpt", "runs/photos", "--n", 20, "--steps", 3, "--device", "cpu", "--no-progress"], 0)], work)
+    with np.load(work / "photos.npz") as f: assert f["x"].shape == (4, 3, 8, 8)
+    assert evaluated.startswith("photos: 20 samples") and "Verdict: the samples are" in evaluated, evaluated
+    (work / "moons").mkdir()                                             # a folder named like a built-in dataset
+    _, err = ddpm_nb("train", "--data", "moons", "--out", "runs/which", "--steps", 2, *TINY, cwd=work, expect=1)
+    assert "say which, ./moons for the folder or builtin:moons for the built-in dataset" in err, err
+    ddpm_nb("train", "--data", "builtin:moons", "--out", "runs/which", "--steps", 2, *TINY, cwd=work)
 
 
 def test_python_m(work):

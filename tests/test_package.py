@@ -101,3 +101,25 @@ def test_wheel_in_clean_venv(wheel, tmp_path):
     assert cli.returncode == 0 and cli.stdout.strip() == f"ddpm_nb {settings()['version']}", (cli.stdout, cli.stderr)
     nbdev = subprocess.run([str(py), "-c", "import nbdev"], cwd=tmp_path, capture_output=True)
     assert nbdev.returncode != 0, "nbdev must not be installed by the runtime requirements"
+
+
+def test_pypi_description(wheel, tmp_path):
+    """What PyPI shows renders (twine check), its links and images are absolute (relative ones do not resolve there), the
+    chapters point at their docs pages, and the development status is settings.ini's."""
+    import re
+    meta = zipfile.ZipFile(wheel).read(next(n for n in zipfile.ZipFile(wheel).namelist() if n.endswith("METADATA"))).decode()
+    head, description = meta.split("\n\n", 1)
+    status = int(settings()["status"])
+    assert f"Classifier: Development Status :: {status} - " in head, [l for l in head.splitlines() if "Status" in l]
+    targets = re.findall(r"\]\(([^)\s]+)\)", description)
+    assert targets and all(t.startswith("https://") for t in targets), [t for t in targets if not t.startswith("https://")]
+    docs = f"{settings()['doc_host']}{settings()['doc_baseurl']}/"
+    pages = {t[len(docs):] for t in targets if t.startswith(docs)}
+    assert {"forward.html", "train.html", "cli.html", "reliability.html"} <= pages, pages
+    if (ROOT / "_docs").is_dir():                                       # the built site has each page linked to
+        assert all((ROOT / "_docs" / p).exists() for p in pages), sorted(p for p in pages if not (ROOT / "_docs" / p).exists())
+    images = [t for t in re.findall(r"!\[[^\]]*\]\(([^)\s]+)\)", description)]
+    assert images and all(t.startswith("https://raw.githubusercontent.com/") for t in images), images
+    for t in images: assert (ROOT / t.split(f"/{settings()['branch']}/", 1)[1]).exists(), t   # the file is in the repository
+    check = subprocess.run([sys.executable, "-m", "twine", "check", "--strict", str(wheel)], capture_output=True, text=True)
+    assert check.returncode == 0 and "PASSED" in check.stdout, check.stdout + check.stderr
