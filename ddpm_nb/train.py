@@ -135,12 +135,12 @@ def build_model(
 )->nn.Module:
     "The noise predictor a TrainConfig asks for, shaped for the data."
     if config.conditional and not num_classes:
-        raise ValueError("conditional=True needs labelled data (a dataset with num_classes), got unlabelled data")
+        raise ValueError("a class-conditional model needs labelled data (a dataset with num_classes), got unlabelled data")
     classes = num_classes if config.conditional else None
     if config.model == "mlp":
-        if len(item_shape) != 1: raise ValueError(f"model 'mlp' is for points (d,), got items of shape {tuple(item_shape)}; use a UNet preset")
+        if len(item_shape) != 1: raise ValueError(f"model 'mlp' is for points (d,), got items of shape {tuple(item_shape)}; choose a U-Net preset ({', '.join(UNET_PRESETS)})")
         return MLPDenoiser(**{"dim": item_shape[0], "num_classes": classes, **config.model_changes})
-    if len(item_shape) != 3: raise ValueError(f"UNet preset {config.model!r} is for images (c, h, w), got items of shape {tuple(item_shape)}; use model='mlp'")
+    if len(item_shape) != 3: raise ValueError(f"U-Net preset {config.model!r} is for images (c, h, w), got items of shape {tuple(item_shape)}; choose the mlp")
     cfg = UNetConfig.preset(config.model, image_channels=item_shape[0], image_size=item_shape[-1], num_classes=classes, **config.model_changes)
     return UNet(cfg)
 
@@ -341,7 +341,7 @@ class Trainer:
         if self.precision == "fp16" and self.device.type != "cuda": raise ValueError(f"precision fp16 needs a CUDA device, got {self.device}")
         self.dataset = dataset if dataset is not None else load_training_data(c)
         if len(self.dataset) < c.batch_size:
-            raise ValueError(f"the dataset has {len(self.dataset)} items, fewer than one batch of {c.batch_size}")
+            raise ValueError(f"the dataset has {len(self.dataset)} items, fewer than one batch of {c.batch_size}: choose a smaller batch size")
         first = self.dataset[0]
         x0 = torch.as_tensor(first[0] if isinstance(first, (tuple, list)) else first)
         self.item_shape, self.is_image = tuple(x0.shape), x0.ndim == 3
@@ -363,9 +363,9 @@ class Trainer:
             self.net = DistributedDataParallel(self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
         if c.compile: self.net = torch.compile(self.net)
         if c.warmup > c.steps:
-            warnings.warn(f"warmup={c.warmup} is longer than the run, steps={c.steps}: the learning rate never reaches lr={c.lr:g}, "
-                          f"only {c.lr * c.steps / c.warmup:.2g} at the last step, and so short a run usually samples noise; "
-                          f"set warmup well below steps (a tenth: {c.steps // 10})", stacklevel=2)
+            warnings.warn(f"the warm-up ({c.warmup} steps) is longer than the run ({c.steps} steps): the learning rate never reaches its peak, "
+                          f"{c.lr:g}, only {c.lr * c.steps / c.warmup:.2g} at the last step, and so short a run usually samples noise; "
+                          f"make the warm-up a tenth of the run or less ({c.steps // 10} steps)", stacklevel=2)
         self.step, self.history, self._epoch, self._order = 0, [], None, None
         self._log = [0.0, 0]                                               # loss sum and count since the last history entry
         self._stop, self._stop_signum = None, 0                            # SIGINT/SIGTERM while fit runs (see fit)
@@ -541,7 +541,7 @@ class TrainingInterrupted(KeyboardInterrupt):
 
 class _StopSignals:
     "While active, SIGINT and SIGTERM only record their number, so the step in progress ends and can be saved; a second one raises KeyboardInterrupt."
-    def __init__(self): self.signum, self._saved = None, {}
+    def __init__(self): self.signum, self._at, self._saved = None, None, {}
 
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():      # Python runs signal handlers in the main thread only
@@ -550,8 +550,9 @@ class _StopSignals:
         return self
 
     def _note(self, signum, frame):
-        if self.signum is not None: raise KeyboardInterrupt              # the second signal: stop at once, without saving
-        self.signum = signum
+        if self.signum is None: self.signum, self._at = signum, time.monotonic()
+        elif time.monotonic() - self._at > 1: raise KeyboardInterrupt   # a second request: stop at once, without saving
+        # else a copy of the first: torchrun passes the terminal's Ctrl-C on to workers that had it already
 
     def __exit__(self, *exc):
         for sig, old in self._saved.items(): signal.signal(sig, old)
@@ -584,8 +585,8 @@ def _fit(self:Trainer,
             signum = self._stop_signum or self._stop.signum             # also a signal that came during the last save
             bar.close()
             if signum and self.is_main:
-                print(f"{signal.Signals(signum).name}: saving step {self.step} before stopping (send it again to stop at once, unsaved)",
-                      file=sys.stderr, flush=True)
+                name = signal.Signals(signum).name
+                print(f"{name}: saving step {self.step}, then stopping (a second {name} stops at once, without it)", file=sys.stderr, flush=True)
             path = self.save()
     finally:
         bar.close()

@@ -178,8 +178,8 @@ def test_missing_and_broken_checkpoints_exit_1(runs, work):
 def test_warnings_are_one_line(work):
     "A run shorter than its warm-up trains, and says why its samples will be noise, in one line (no Python warning header)."
     out, err = ddpm_nb("train", "--data", "moons", "--out", "runs/short", "--steps", 3, "--batch-size", 16, "--device", "cpu", "--no-progress", cwd=work)
-    assert err == ("ddpm_nb: warning: warmup=500 is longer than the run, steps=3: the learning rate never reaches lr=0.0002, "
-                   "only 1.2e-06 at the last step, and so short a run usually samples noise; set warmup well below steps (a tenth: 0)\n"), err
+    assert err == ("ddpm_nb: warning: the warm-up (500 steps) is longer than the run (3 steps): the learning rate never reaches its peak, 0.0002, "
+                   "only 1.2e-06 at the last step, and so short a run usually samples noise; make the warm-up a tenth of the run or less (0 steps)\n"), err
     assert "trained to step 3" in out
 
 

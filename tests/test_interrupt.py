@@ -312,7 +312,7 @@ def test_signal_saves_the_step_and_resumes_exactly(tmp_path, sig):
     step = step_of(last)
     lines = err.rstrip("\n").split("\n")
     assert lines[-1] == f"ddpm_nb: interrupted by {sig} at step {step}: saved {last} (continue with: ddpm_nb train --out {run} --resume)", lines[-3:]
-    assert f"{sig}: saving step {step} before stopping" in lines[-2], lines[-3:]
+    assert f"{sig}: saving step {step}, then stopping" in lines[-2], lines[-3:]
     assert step > 4 and json.loads((last / "state.json").read_text())["step"] == step
     target = step + 5                                                    # resume past a history entry and a checkpoint
     cli_done(cli("train", "--out", run, "--resume", "--steps", target, "--no-progress", cwd=tmp_path), 0)
@@ -342,3 +342,36 @@ def test_sigterm_during_the_demo(tmp_path):
     assert step >= 1 and not (run / "samples.png").exists()
     out, _ = cli_done(cli(*demo, "--steps", step + 2, cwd=tmp_path), 0)
     assert f"continuing the demo's run in {run} from step {step}" in out and (run / "samples.png").exists(), out
+
+
+def test_ctrl_c_under_torchrun(tmp_path):
+    """Ctrl-C in a terminal reaches torchrun and both its workers (one process group), and torchrun passes it on to them
+    again: the workers agree on a step through their loss reduction, rank 0 alone saves it and speaks, and the run resumed
+    on two processes ends bit-identical to a two-process run that was never stopped."""
+    import signal
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "ddpm_nb.cli", *TRAIN, "--no-progress"]
+    def launch(*args):
+        return subprocess.Popen([*torchrun, *map(str, args)], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env={**os.environ, "OMP_NUM_THREADS": "1"}, start_new_session=True, preexec_fn=_signals_as_in_a_terminal)
+    run = tmp_path / "ddp"
+    p = launch("--steps", 100_000, "--out", run)
+    assert wait_until(p, lambda: (run / "ckpt-00000004" / "state.json").exists()), "the run ended before its first checkpoint"
+    time.sleep(random.Random(2).uniform(0, 0.5))
+    os.killpg(p.pid, signal.SIGINT)                                      # what the terminal sends to its foreground group
+    try: _, err = p.communicate(timeout=TIMEOUT)
+    except subprocess.TimeoutExpired:
+        os.killpg(p.pid, signal.SIGKILL); p.communicate()
+        raise AssertionError("torchrun did not stop") from None
+    last = latest_checkpoint(run)
+    step = step_of(last)
+    said = [l for l in err.splitlines() if l.startswith("ddpm_nb: ")]
+    assert said == [f"ddpm_nb: interrupted by SIGINT at step {step}: saved {last} (continue with: ddpm_nb train --out {run} --resume)"], err[-3000:]
+    state = json.loads((last / "state.json").read_text())
+    assert step > 4 and (state["step"], state["world_size"]) == (step, 2)
+    target = step + 3
+    for q in (launch("--out", run, "--resume", "--steps", target), launch("--steps", target, "--out", tmp_path / "straight")):
+        out, err = q.communicate(timeout=TIMEOUT)
+        assert q.returncode == 0, err[-3000:]
+    model, ema, state = saved(latest_checkpoint(run))
+    ref_model, ref_ema, ref_state = saved(latest_checkpoint(tmp_path / "straight"))
+    assert same(model, ref_model) and same(ema, ref_ema) and state["history"] == ref_state["history"] and state["step"] == target

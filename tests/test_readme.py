@@ -30,3 +30,16 @@ def test_readme_demo_command_and_images():
     assert block == "ddpm_nb demo", block
     images = re.findall(r"!\[[^\]]*\]\(([^)\s]+)\)", text)
     assert images and all((ROOT / i).is_file() for i in images), images
+
+
+def test_demo_time_is_stated_alike():
+    "README and the demo's --help give the same measured times, with native bf16 and without."
+    import contextlib
+    import io
+    from ddpm_nb.cli import main
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    m = re.search(r"The demo takes about (\S+) minutes on two cores of a CPU with native bf16.*?and about (\S+) minutes on a CPU without it", text, re.S)
+    assert m, "README does not state the demo's time with and without native bf16"
+    for argv in (["--help"], ["demo", "--help"]):
+        with contextlib.redirect_stdout(io.StringIO()) as out: assert main(argv) == 0
+        assert f"about {m[1]} min on two CPU cores with native bf16, {m[2]} without" in out.getvalue(), out.getvalue()
