@@ -38,8 +38,8 @@ def test_demo_time_is_stated_alike():
     import io
     from ddpm_nb.cli import main
     text = (ROOT / "README.md").read_text(encoding="utf-8")
-    m = re.search(r"The demo takes about (\S+) minutes on two cores of a CPU with native bf16.*?and about (\S+) minutes on a CPU without it", text, re.S)
+    m = re.search(r"The demo takes (\S+) minutes on two cores of a CPU with native bf16.*?and (\S+) minutes on a CPU without it", text, re.S)
     assert m, "README does not state the demo's time with and without native bf16"
     for argv in (["--help"], ["demo", "--help"]):
         with contextlib.redirect_stdout(io.StringIO()) as out: assert main(argv) == 0
-        assert f"about {m[1]} min on two CPU cores with native bf16, {m[2]} without" in out.getvalue(), out.getvalue()
+        assert f"{m[1]} min on two CPU cores with native bf16, {m[2]} without" in out.getvalue(), out.getvalue()
