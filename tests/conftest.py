@@ -8,6 +8,7 @@ Environment variables:
   DDPM_NB_REQUIRE_DOCS  "1": the docs tests fail, instead of skipping, when _docs/ is missing
 """
 import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,11 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def force_flags() -> list[str]:
     return os.environ.get("DDPM_NB_TEST_FLAGS", "").split()
+
+
+def terminal_signals():
+    "preexec_fn of a child process: SIGINT handled as a terminal's Ctrl-C finds it (a shell that backgrounds jobs makes them ignore it)."
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def docs_problem() -> str | None:

@@ -5,29 +5,23 @@ Falls back to `python -m ddpm_nb.cli` when the script is not installed next to t
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import terminal_signals
 
 _SCRIPT = Path(sys.executable).parent / "ddpm_nb"
 CMD = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "ddpm_nb.cli"]
 TINY = ["--batch-size", "16", "--lr", "1e-3", "--warmup", "2", "--device", "cpu", "--no-progress"]
 
 
-def _ctrl_c_as_in_a_terminal():
-    "A shell that starts jobs in the background (as CI may) makes them ignore SIGINT, and Python then never raises KeyboardInterrupt."
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-
-
 def start(*args, cwd):
     "Start `ddpm_nb args` in `cwd`, one thread per process: the tests run several at once on few cores."
     return subprocess.Popen([*CMD, *map(str, args)], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"}, preexec_fn=_ctrl_c_as_in_a_terminal if os.name == "posix" else None)
+                            env={**os.environ, "OMP_NUM_THREADS": "1"}, preexec_fn=terminal_signals if os.name == "posix" else None)
 
 
 def finish(p, expect=0, timeout=240):

@@ -37,6 +37,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import terminal_signals
 from safetensors.torch import load_file, save_file
 
 from ddpm_nb.data import ArrayDataset, load_digits
@@ -270,15 +271,9 @@ TRAIN = ["train", "--data", "digits", "--batch-size", "16", "--lr", "1e-3", "--w
          "--device", "cpu", "--seed", "3"]
 
 
-def _signals_as_in_a_terminal():
-    "A shell that starts jobs in the background makes them ignore SIGINT; a terminal's Ctrl-C reaches a process with the default handling."
-    import signal
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-
-
 def cli(*args, cwd) -> subprocess.Popen:
     return subprocess.Popen([*CLI, *map(str, args)], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"}, preexec_fn=_signals_as_in_a_terminal)
+                            env={**os.environ, "OMP_NUM_THREADS": "1"}, preexec_fn=terminal_signals)
 
 
 def cli_done(p: subprocess.Popen, expect: int) -> tuple[str, str]:
@@ -352,7 +347,7 @@ def test_ctrl_c_under_torchrun(tmp_path):
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "ddpm_nb.cli", *TRAIN, "--no-progress"]
     def launch(*args):
         return subprocess.Popen([*torchrun, *map(str, args)], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                env={**os.environ, "OMP_NUM_THREADS": "1"}, start_new_session=True, preexec_fn=_signals_as_in_a_terminal)
+                                env={**os.environ, "OMP_NUM_THREADS": "1"}, start_new_session=True, preexec_fn=terminal_signals)
     run = tmp_path / "ddp"
     p = launch("--steps", 100_000, "--out", run)
     assert wait_until(p, lambda: (run / "ckpt-00000004" / "state.json").exists()), "the run ended before its first checkpoint"
