@@ -33,7 +33,7 @@ def long_description() -> str:
     text = (here / "README.md").read_text(encoding="utf-8")
     docs = f"{cfg['doc_host'].rstrip('/')}/{cfg['doc_baseurl'].strip('/')}"
     raw = cfg["git_url"].rstrip("/").replace("https://github.com/", "https://raw.githubusercontent.com/") + f"/{cfg['branch']}"
-    text = re.sub(r"\]\(nbs/(?:\d\d_)?([\w-]+)\.ipynb\)", lambda m: f"]({docs}/{m.group(1)}.html)", text)   # 07_train.ipynb -> train.html
+    text = re.sub(r"\]\(nbs/(?:\d+[a-z]?_)?([\w-]+)\.ipynb\)", lambda m: f"]({docs}/{m.group(1)}.html)", text)   # 07_train.ipynb -> train.html
     return re.sub(r"\]\((nbs/images/[^)\s]+)\)", lambda m: f"]({raw}/{m.group(1)})", text)
 
 setuptools.setup(

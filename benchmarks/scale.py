@@ -28,9 +28,10 @@ import torch
 
 from _common import Report, alternate, fmt_ratio, header, main_for, median, rounds
 from unet import count_flops
+from ddpm_nb.forward import auto_precision
 from ddpm_nb.sample import ddpm_step
 from ddpm_nb.schedule import Schedule
-from ddpm_nb.train import EMA, TrainConfig, _auto_precision, build_model
+from ddpm_nb.train import EMA, TrainConfig, build_model
 
 BENCH = "scale"
 PAPER_IMAGES_PER_S = 21 * 128   # DDPM, Appendix B: 21 steps/s at batch 128 on a TPU v3-8
@@ -125,7 +126,7 @@ def run(rep: Report, args):
     rep.add(BENCH, "GFLOP per image, forward + backward (one training step)", f_train / 1e9, "{:.2f}")
 
     n = 512 if args.quick else (8192 if cuda else 2048)
-    native_bf16 = _auto_precision(device) == "bf16"
+    native_bf16 = auto_precision(device) == "bf16"
     ref = "bf16" if native_bf16 else "fp32"                             # the reference: the fastest matmul the device has
     mm32, mm_flops = matmul(n, torch.float32, device)
     mms = {"matmul fp32": mm32}

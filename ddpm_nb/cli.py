@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import signal
 import sys
 import tempfile
@@ -22,12 +21,13 @@ import torch
 from matplotlib.figure import Figure
 
 from . import __version__
+from .ckpt import atomic_path, find_checkpoint, latest_checkpoint, load_model, read_checkpoint
 from .data import TORCHVISION_DATASETS, DataOptionError, load_dataset, load_torchvision, save_array
+from .forward import auto_precision
 from .loss import PREDICTIONS, WEIGHTINGS
-from .sample import sample
+from .sample import SAMPLERS, make_sampler, sample, timesteps
 from .schedule import SCHEDULES
-from .train import (RECIPES, TrainConfig, Trainer, TrainingInterrupted, _auto_precision, _read_json, latest_checkpoint, load_model,
-                           save_image_grid)
+from .train import RECIPES, TrainConfig, Trainer, TrainingInterrupted, save_image_grid
 from .unet import UNET_PRESETS, UNet
 
 # %% auto #0
@@ -257,7 +257,7 @@ def _resume(args, given:dict)->int:
     if (out / "state.json").exists(): raise CLIError(f"{out} is a checkpoint, not a run folder: --out takes the run folder that holds it, {out.parent}")
     last = latest_checkpoint(out)
     if last is None: raise CLIError(f"{out} holds no complete checkpoint to resume from")
-    meta = _read_json(last / "state.json")
+    meta = read_checkpoint(last)
     saved = meta.get("config")
     if not isinstance(saved, dict) or not isinstance(meta.get("step"), int):
         raise CLIError(f"{last / 'state.json'} lacks the run's settings or step; the checkpoint is damaged")
@@ -316,21 +316,11 @@ def _labels(label:int|None, n:int, num_classes:int|None)->tuple[torch.Tensor|Non
     per_row = -(-n // num_classes)                                      # ceil: one row per class
     return torch.arange(n) // per_row, per_row
 
-def _atomic(path:str|Path, write):
-    "Call write(tmp) on a temporary file beside `path`, then rename it into place: the file is complete or absent."
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        write(tmp); os.replace(tmp, path)
-    finally: tmp.unlink(missing_ok=True)
-
 def _save_npz(path:str|Path, x:torch.Tensor, labels:torch.Tensor|None):
     "Samples as .npz: x, and y when every sample has a class (the layout load_dataset reads)."
     arrays = {"x": x.float().cpu().numpy()}
     if labels is not None and (labels >= 0).all(): arrays["y"] = labels.cpu().numpy().astype(np.int64)
-    def write(tmp):
-        with open(tmp, "wb") as f: np.savez(f, **arrays)                  # a file object: savez adds no .npz to the name
-    _atomic(path, write)
+    with atomic_path(path) as tmp, open(tmp, "wb") as f: np.savez(f, **arrays)   # a file object: savez adds no .npz to the name
 
 def _save_scatter(path:str|Path, x:torch.Tensor, labels:torch.Tensor|None, title:str):
     "2-D points as a scatter plot PNG, coloured by class when there are labels."
@@ -341,7 +331,7 @@ def _save_scatter(path:str|Path, x:torch.Tensor, labels:torch.Tensor|None, title
     ax.scatter(x[:, 0], x[:, 1], s=3, **({} if colour is None else dict(c=colour, cmap="tab10", vmin=0, vmax=max(9, colour.max()))))
     ax.set_aspect("equal"); ax.set_title(title, fontsize=9)
     fig.tight_layout()
-    _atomic(path, lambda tmp: fig.savefig(tmp, format="png"))
+    with atomic_path(path) as tmp: fig.savefig(tmp, format="png")
 
 def _save_grid(path:str|Path, x:torch.Tensor, nrow:int|None, scale:int|None):
     "Images as a PNG grid, enlarged by pixel replication (scale None: to at least 32 pixels)."
@@ -352,14 +342,15 @@ def _save_grid(path:str|Path, x:torch.Tensor, nrow:int|None, scale:int|None):
 def _draw(ckpt:str, n:int, sampler:str, steps:int, eta:float, label:int|None, guidance:float, seed:int, device:str|None, progress:bool,
           batch_size:int|None=None, precision:str="fp32"):
     "Load a checkpoint and draw n samples, `batch_size` at a time: (samples, labels, grid row length, checkpoint folder, step, a one-line description)."
-    if sampler == "ddpm" and eta: raise CLIError(f"--eta {eta:g} applies to --sampler ddim only")
+    if eta and "eta" not in SAMPLERS[sampler].options:
+        raise CLIError(f"--eta {eta:g} applies to --sampler {' or '.join(k for k, c in SAMPLERS.items() if 'eta' in c.options)} only")
     model, s, meta = load_model(ckpt, device=device)
     item_shape, num_classes = _model_io(model)
     labels, per_row = _labels(label, n, num_classes)
     if guidance and labels is None: raise CLIError(f"--guidance {guidance} needs a class-conditional model (trained with --conditional)")
     if steps > s.n_steps: raise CLIError(f"--steps {steps}: the model was trained with T = {s.n_steps} steps, the most a sampler can take")
     dev = next(model.parameters()).device
-    precision = _auto_precision(dev) if precision == "auto" else precision
+    precision = auto_precision(dev) if precision == "auto" else precision
     dtype = {"bf16": torch.bfloat16, "fp32": None}[precision]
     g, bs, chunks = torch.Generator(dev).manual_seed(seed), batch_size or n, []   # one generator through the batches, on the model's device
     with torch.autocast(dev.type, dtype=dtype or torch.float32, enabled=dtype is not None):   # the network in bf16; the sampler's arithmetic stays fp32
@@ -368,9 +359,9 @@ def _draw(ckpt:str, n:int, sampler:str, steps:int, eta:float, label:int|None, gu
                                  labels=None if labels is None else labels[i:i + bs], guidance_scale=guidance, generator=g, progress=progress).float().cpu())
     x = torch.cat(chunks)
     if len(item_shape) == 3: x = x.clamp(-1, 1)
-    p = Path(ckpt)
-    folder = p if (p / "state.json").exists() else latest_checkpoint(p)
-    what = (f"{sampler.upper()} {steps} steps" + (f", eta {eta:g}" if sampler == "ddim" and eta else "")
+    folder = find_checkpoint(ckpt)
+    run = make_sampler(sampler, s, timesteps(steps, s.n_steps), **({"eta": eta} if eta else {})).describe()
+    what = (run + (f", {model.prediction}-prediction" if model.prediction != "eps" else "")
             + ("" if labels is None else f", label {label}" if label is not None else ", one row per class")
             + (f", guidance {guidance:g}" if guidance else "") + f", seed {seed}" + (f", batches of {bs}" if bs < n else "") + f", {precision}")
     return x, labels, per_row, folder, meta["step"], what
@@ -378,7 +369,7 @@ def _draw(ckpt:str, n:int, sampler:str, steps:int, eta:float, label:int|None, gu
 def _sample_arguments(p:argparse.ArgumentParser):
     p.add_argument("--ckpt", required=True, metavar="DIR", help="a run folder (its last checkpoint) or a checkpoint folder (required)")
     p.add_argument("--n", metavar="N", type=_positive_int, default=64, help="samples to draw")
-    p.add_argument("--sampler", choices=("ddpm", "ddim"), default="ddim", help="DDPM (Algorithm 2, respaced to --steps) or DDIM")
+    p.add_argument("--sampler", choices=tuple(SAMPLERS), default="ddim", help="; ".join(f"{k}: {c.title}" for k, c in SAMPLERS.items()))
     p.add_argument("--steps", metavar="N", type=_positive_int, default=50, help="denoising steps (at most the model's T)")
     p.add_argument("--eta", metavar="ETA", type=_nonneg_float, default=0., help="DDIM's eta: 0 deterministic, 1 DDPM's variance")
     p.add_argument("--label", metavar="K", type=int, default=None, help="class to draw (-1: no label); default: the classes in turn, one row each (class-conditional models)")
@@ -418,7 +409,7 @@ COMMANDS["sample"] = ("draw samples from a checkpoint into a PNG and/or an .npz 
 def _eval_arguments(p:argparse.ArgumentParser):
     p.add_argument("--ckpt", required=True, metavar="DIR", help="a run folder (its last checkpoint) or a checkpoint folder (required)")
     p.add_argument("--n", metavar="N", type=_positive_int, default=1000, help="samples to draw and compare with the held-out data")
-    p.add_argument("--sampler", choices=("ddpm", "ddim"), default="ddim", help="DDPM (respaced to --steps) or DDIM")
+    p.add_argument("--sampler", choices=tuple(SAMPLERS), default="ddim", help="; ".join(f"{k}: {c.title}" for k, c in SAMPLERS.items()))
     p.add_argument("--steps", metavar="N", type=_positive_int, default=50, help="denoising steps")
     p.add_argument("--eta", metavar="ETA", type=_nonneg_float, default=0., help="DDIM's eta")
     p.add_argument("--guidance", metavar="W", type=_nonneg_float, default=0., help="classifier-free guidance weight (class-conditional models)")
@@ -463,7 +454,7 @@ def _demo_trainer(args)->Trainer|None:
     out = Path(args.out)
     last = latest_checkpoint(out)
     if last is None: return Trainer(TrainConfig(**_DEMO, steps=args.steps, seed=args.seed, device=args.device, progress=args.progress, out=str(out)))
-    meta = _read_json(last / "state.json")
+    meta = read_checkpoint(last)
     if any(meta["config"].get(k) != v for k, v in _DEMO.items() if k in _FIXED_ON_RESUME):
         raise CLIError(f"{out} holds a run that is not the demo's ({last.name}); choose another --out")
     if meta["step"] >= args.steps:

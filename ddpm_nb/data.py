@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import functools
 import importlib
-import os
-import tempfile
 import zipfile
 from pathlib import Path
 
@@ -18,6 +16,8 @@ from einops import rearrange, repeat
 from PIL import Image, ImageOps, UnidentifiedImageError
 from torch import Tensor
 from torch.utils.data import Dataset
+
+from .ckpt import atomic_path
 
 # %% auto #0
 __all__ = ['SPLITS', 'POINT_SETS', 'IMAGE_EXTENSIONS', 'TORCHVISION_DATASETS', 'BUILTIN_DATASETS', 'BUILTIN_PREFIX',
@@ -497,14 +497,7 @@ def save_array(
     if path.suffix.lower() != ".npz": raise ValueError(f"save_array writes .npz files, got {path}")
     arrays = {"x": unscale(ds.x).numpy() if ds.n_levels == 256 else ds.x.numpy()}
     if ds.labels is not None: arrays["y"] = ds.labels.numpy()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays); f.flush(); os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True); raise
+    with atomic_path(path) as tmp, open(tmp, "wb") as f: np.savez(f, **arrays)   # a file object: savez adds no .npz to the name
     return path
 
 # %% ../nbs/06_data.ipynb #b40fa11c

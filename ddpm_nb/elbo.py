@@ -12,12 +12,12 @@ import torch
 from einops import repeat
 from torch import Tensor, nn
 
-from .forward import _check_like, noise_like, q_sample
+from .forward import check_like, noise_like, q_sample
 from .schedule import Schedule, extract
 
 # %% auto #0
 __all__ = ['normal_kl', 'discretized_gaussian_log_likelihood', 'VAE', 'q_posterior', 'p_variance', 'x0_from_eps', 'prior_kl',
-           'vlb_terms', 'BitsPerDim', 'nll_bits_per_dim']
+           'eval_mode', 'vlb_terms', 'BitsPerDim', 'nll_bits_per_dim']
 
 # %% ../nbs/03_vae.ipynb #36b20fff
 def normal_kl(
@@ -134,7 +134,7 @@ def q_posterior(
 )->tuple[Tensor, Tensor]: # mean μ̃_t (shape of x0), variance β̃_t (b, 1, ..., 1)
     "Mean and variance of the forward posterior q(x_{t-1} | x_t, x_0) = N(μ̃_t(x_t, x_0), β̃_t I) (DDPM Eq. 6–7)."
     t = s.check_t(t, len(x0))
-    _check_like(x_t, x0, "x_t", "x0")
+    check_like(x_t, x0, "x_t", "x0")
     mean = extract(s.post_coef_x0, t, x0) * x0 + extract(s.post_coef_xt, t, x_t) * x_t
     return mean, extract(s.beta_tilde, t, x0)
 
@@ -159,7 +159,7 @@ def x0_from_eps(
 )->Tensor: # x̂_0, shape of x_t
     "The x_0 that noise eps turns into x_t: x̂_0 = (x_t − √(1−ᾱ_t) ε)/√ᾱ_t (Eq. 4 solved for x_0; DDPM Eq. 15)."
     t = s.check_t(t, len(x_t))
-    _check_like(eps, x_t, "eps", "x_t")
+    check_like(eps, x_t, "eps", "x_t")
     return (x_t - extract(s.sqrt_one_minus_alpha_bar, t, x_t) * eps) / extract(s.sqrt_alpha_bar, t, x_t)
 
 # %% ../nbs/03_vae.ipynb #d4b16bb6
@@ -174,9 +174,11 @@ def prior_kl(
 # %% ../nbs/03_vae.ipynb #11c707c7
 _LN2 = math.log(2)
 
-class _eval_mode:
+class eval_mode:
     "Put a module in eval mode for a with-block, then restore its training flag (a plain function is left alone)."
-    def __init__(self, model): self.model = model if isinstance(model, nn.Module) else None
+    def __init__(self,
+                 model): # an nn.Module, or any callable
+        self.model = model if isinstance(model, nn.Module) else None
     def __enter__(self):
         if self.model is not None: self.was_training = self.model.training; self.model.eval()
     def __exit__(self, *exc):
@@ -191,9 +193,12 @@ def vlb_terms(
     cond:Tensor|None=None, # labels (b,) for a class-conditional model
     generator:torch.Generator|None=None, # source of the noise that draws each x_t
     batch_size:int=4096, # most (item, t) pairs per network call
+    prediction:str|None=None, # what the model predicts: "eps", "x0" or "v"; None: model.prediction if it has one, else "eps"
 )->Tensor: # (b, T+1) in bits per dimension; column i is the paper's L_i
     "Every term of DDPM's variational bound (Eq. 5), L_0, L_1, ..., L_T, per item in bits per dimension."
-    _check_like(x0, x0, "x0", "x0")
+    from ddpm_nb.loss import predicted_eps_x0, prediction_of   # chapter 4 builds on this one; its reading of x0- and v-predictions is needed here
+    prediction = prediction_of(model, prediction)
+    check_like(x0, x0, "x0", "x0")
     p_logvar = p_variance(s, variance).log().to(x0.device)     # validates `variance`
     if s.device != x0.device: s = s.to(x0.device)
     if cond is not None and len(cond) != len(x0):
@@ -201,14 +206,15 @@ def vlb_terms(
     b, T = len(x0), s.n_steps
     out = torch.empty(b, T + 1, device=x0.device)
     per_call = max(1, batch_size // b)                          # timesteps per network call
-    with _eval_mode(model), torch.inference_mode():
+    with eval_mode(model), torch.inference_mode():
         for t0 in range(0, T, per_call):
             ts = torch.arange(t0, min(T, t0 + per_call), device=x0.device)
             xb = repeat(x0, "b ... -> (n b) ...", n=len(ts))   # item-major within each t: row j*b + i is item i at ts[j]
             tb = repeat(ts, "n -> (n b)", b=b)
             x_t = q_sample(xb, tb, noise_like(xb, generator), s)
-            eps = model(x_t, tb) if cond is None else model(x_t, tb, repeat(cond, "b -> (n b)", n=len(ts)))
-            mean_p, _ = q_posterior(x0_from_eps(x_t, tb, eps.to(xb.dtype), s), x_t, tb, s)   # μ_θ = μ̃_t(x_t, x̂_0)
+            out_ = model(x_t, tb) if cond is None else model(x_t, tb, repeat(cond, "b -> (n b)", n=len(ts)))
+            x0_hat = predicted_eps_x0(out_.to(xb.dtype), x_t, tb, s, prediction)[1]
+            mean_p, _ = q_posterior(x0_hat, x_t, tb, s)         # μ_θ = μ̃_t(x_t, x̂_0)
             logvar_p = extract(p_logvar, tb, xb)
             mean_q, var_q = q_posterior(xb, x_t, tb, s)
             term = normal_kl(mean_q, var_q.clamp_min(1e-30).log(), mean_p, logvar_p).flatten(1).mean(1)   # L_{t-1}
@@ -240,6 +246,7 @@ def nll_bits_per_dim(
     labels:Tensor|None=None, # (n,) labels for a class-conditional model
     generator:torch.Generator|None=None, # source of noise; fix it for a repeatable number
     batch_size:int=4096, # most (item, t) pairs per network call
+    prediction:str|None=None, # what the model predicts; None: model.prediction if it has one, else "eps"
 )->BitsPerDim:
     "DDPM's variational bound on −log₂ p_θ(x_0) per dimension over a dataset (Eq. 5), with its standard error."
     if not isinstance(data, Tensor) or len(data) == 0:
@@ -252,7 +259,7 @@ def nll_bits_per_dim(
     parts = []
     for i in range(0, len(data), chunk):
         cond = None if labels is None else labels[i:i + chunk].to(dev)
-        parts.append(vlb_terms(model, data[i:i + chunk].to(dev), s, n_levels, variance, cond, generator, batch_size).cpu())
+        parts.append(vlb_terms(model, data[i:i + chunk].to(dev), s, n_levels, variance, cond, generator, batch_size, prediction).cpu())
     terms = torch.cat(parts).double()
     tot = terms.sum(1)
     se = tot.std().item() / len(tot) ** 0.5 if len(tot) > 1 else float("nan")

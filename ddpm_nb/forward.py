@@ -11,15 +11,24 @@ from torch import Tensor
 from .schedule import Schedule, extract
 
 # %% auto #0
-__all__ = ['q_step', 'q_mean_var', 'q_sample', 'default_device', 'has_cuda', 'noise_like']
+__all__ = ['check_finite', 'check_like', 'q_step', 'q_mean_var', 'q_sample', 'default_device', 'auto_precision', 'has_cuda',
+           'noise_like']
 
 # %% ../nbs/01_forward.ipynb #8239f93c
-def _check_finite(x:Tensor, name:str):
+def check_finite(
+    x:Tensor, # any tensor
+    name:str, # its name in the message
+):
     "Raise a ValueError if `x` holds NaN or inf, saying how many."
     if not torch.isfinite(x).all():
         raise ValueError(f"{name} must be finite, found {int((~torch.isfinite(x)).sum())} NaN or infinite values among {x.numel()}")
 
-def _check_like(a:Tensor, ref:Tensor, name:str, ref_name:str):
+def check_like(
+    a:Tensor, # the tensor to check, e.g. the noise
+    ref:Tensor, # the tensor it must match, e.g. the data
+    name:str, # a's name in the message
+    ref_name:str, # ref's name in the message
+):
     "Raise a ValueError unless `ref` is a float tensor, `a` a tensor of its shape, and both are finite."
     if not isinstance(ref, Tensor) or not ref.is_floating_point():
         got = ref.dtype if isinstance(ref, Tensor) else type(ref).__name__
@@ -27,8 +36,8 @@ def _check_like(a:Tensor, ref:Tensor, name:str, ref_name:str):
     if not isinstance(a, Tensor) or a.shape != ref.shape:
         got = tuple(a.shape) if isinstance(a, Tensor) else type(a).__name__
         raise ValueError(f"{name} must have the shape of {ref_name}, {tuple(ref.shape)}; got {got}")
-    _check_finite(ref, ref_name)
-    if a is not ref: _check_finite(a, name)
+    check_finite(ref, ref_name)
+    if a is not ref: check_finite(a, name)
 
 # %% ../nbs/01_forward.ipynb #2bedc4ba
 def q_step(
@@ -39,7 +48,7 @@ def q_step(
 )->Tensor: # x_t, shape of x_prev
     "One forward step, x_t = √α_t x_{t-1} + √(1−α_t) ε: a draw from q(x_t | x_{t-1}) (DDPM Eq. 2)."
     t = s.check_t(t, len(x_prev))
-    _check_like(eps, x_prev, "eps", "x_prev")
+    check_like(eps, x_prev, "eps", "x_prev")
     return extract(s.alpha, t, x_prev).sqrt() * x_prev + extract(s.beta, t, x_prev).sqrt() * eps
 
 # %% ../nbs/01_forward.ipynb #1e453b03
@@ -61,7 +70,7 @@ def q_sample(
 )->Tensor: # x_t, shape of x0
     "Draw x_t ~ q(x_t | x_0) in one step: x_t = √ᾱ_t x_0 + √(1−ᾱ_t) ε (DDPM Eq. 4)."
     t = s.check_t(t, len(x0))
-    _check_like(eps, x0, "eps", "x0")
+    check_like(eps, x0, "eps", "x0")
     return extract(s.sqrt_alpha_bar, t, x0) * x0 + extract(s.sqrt_one_minus_alpha_bar, t, x0) * eps
 
 # %% ../nbs/01_forward.ipynb #43ac32c3
@@ -70,6 +79,16 @@ def default_device()->torch.device:
     if torch.cuda.is_available(): return torch.device("cuda")
     if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available(): return torch.device("mps")
     return torch.device("cpu")
+
+def auto_precision(
+    device:torch.device, # where the network runs
+)->str: # "bf16" or "fp32"
+    "bf16 where the hardware computes in it natively (CUDA GPUs that support it, CPUs with AVX512-BF16 or AMX), else fp32."
+    if device.type == "cuda": return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    if device.type == "cpu":
+        try: return "bf16" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "fp32"
+        except (AttributeError, RuntimeError): return "fp32"
+    return "fp32"
 
 # %% ../nbs/01_forward.ipynb #97992a8e
 def has_cuda(

@@ -10,13 +10,14 @@ import warnings
 import torch
 from torch import Tensor, nn
 
-from .elbo import p_variance, x0_from_eps
-from .forward import _check_like, noise_like, q_sample
+from .elbo import p_variance
+from .forward import check_like, noise_like, q_sample
 from .schedule import Schedule, extract
 
 # %% auto #0
 __all__ = ['PREDICTIONS', 'WEIGHTINGS', 'mu_from_eps', 'vlb_weight', 'eps_from_x0', 'v_from_x0_eps', 'x0_from_v', 'eps_from_v',
-           'convert_prediction', 'ddpm_loss', 'linear_eps_loss']
+           'check_prediction', 'split_prediction', 'predicted_eps_x0', 'prediction_of', 'convert_prediction',
+           'ddpm_loss', 'linear_eps_loss']
 
 # %% ../nbs/04_loss.ipynb #febbde4c
 def mu_from_eps(
@@ -27,7 +28,7 @@ def mu_from_eps(
 )->Tensor: # μ_θ(x_t, t), shape of x_t
     "Mean of the reverse step from a noise prediction: μ_θ = (x_t − β_t/√(1−ᾱ_t) ε_θ)/√α_t (DDPM Eq. 11)."
     t = s.check_t(t, len(x_t))
-    _check_like(eps_pred, x_t, "eps_pred", "x_t")
+    check_like(eps_pred, x_t, "eps_pred", "x_t")
     coef = extract(s.beta, t, x_t) / extract(s.sqrt_one_minus_alpha_bar, t, x_t)
     return (x_t - coef * eps_pred) / extract(s.alpha, t, x_t).sqrt()
 
@@ -48,7 +49,7 @@ def eps_from_x0(
 )->Tensor: # ε, shape of x_t
     "The noise that turns x0 into x_t: ε = (x_t − √ᾱ_t x_0)/√(1−ᾱ_t) (Eq. 4 solved for ε)."
     t = s.check_t(t, len(x_t))
-    _check_like(x0, x_t, "x0", "x_t")
+    check_like(x0, x_t, "x0", "x_t")
     return (x_t - extract(s.sqrt_alpha_bar, t, x_t) * x0) / extract(s.sqrt_one_minus_alpha_bar, t, x_t)
 
 # %% ../nbs/04_loss.ipynb #5cddc2e8
@@ -60,7 +61,7 @@ def v_from_x0_eps(
 )->Tensor: # v, shape of x0
     "The velocity target v = √ᾱ_t ε − √(1−ᾱ_t) x_0 (Salimans & Ho 2022)."
     t = s.check_t(t, len(x0))
-    _check_like(eps, x0, "eps", "x0")
+    check_like(eps, x0, "eps", "x0")
     return extract(s.sqrt_alpha_bar, t, x0) * eps - extract(s.sqrt_one_minus_alpha_bar, t, x0) * x0
 
 # %% ../nbs/04_loss.ipynb #a2ff940a
@@ -72,7 +73,7 @@ def x0_from_v(
 )->Tensor: # x_0, shape of x_t
     "x_0 = √ᾱ_t x_t − √(1−ᾱ_t) v: the rotation x_t = cos φ x_0 + sin φ ε undone."
     t = s.check_t(t, len(x_t))
-    _check_like(v, x_t, "v", "x_t")
+    check_like(v, x_t, "v", "x_t")
     return extract(s.sqrt_alpha_bar, t, x_t) * x_t - extract(s.sqrt_one_minus_alpha_bar, t, x_t) * v
 
 # %% ../nbs/04_loss.ipynb #9faa475f
@@ -84,15 +85,59 @@ def eps_from_v(
 )->Tensor: # ε, shape of x_t
     "ε = √(1−ᾱ_t) x_t + √ᾱ_t v."
     t = s.check_t(t, len(x_t))
-    _check_like(v, x_t, "v", "x_t")
+    check_like(v, x_t, "v", "x_t")
     return extract(s.sqrt_one_minus_alpha_bar, t, x_t) * x_t + extract(s.sqrt_alpha_bar, t, x_t) * v
 
 # %% ../nbs/04_loss.ipynb #fb2821a2
 PREDICTIONS = ("eps", "x0", "v")
 
-def _check_prediction(name:str, what:str="prediction"):
+def check_prediction(
+    name:str, # what a network predicts
+    what:str="prediction", # the argument's name, for the message
+):
+    "Raise a ValueError unless `name` is one of PREDICTIONS."
     if name not in PREDICTIONS:
         raise ValueError(f"{what} must be one of {', '.join(map(repr, PREDICTIONS))}; got {name!r}")
+
+# %% ../nbs/04_loss.ipynb #9a183a39
+def split_prediction(
+    pred:Tensor, # a network's output for x_t, shape of x_t
+    x_t:Tensor, # the noisy input it was given (b, ...)
+    sqrt_ab:float|Tensor, # √ᾱ_t: a number, or a tensor that broadcasts against x_t
+    sqrt_1m_ab:float|Tensor, # √(1−ᾱ_t), likewise
+    prediction:str="eps", # what pred is: "eps", "x0" or "v"
+)->tuple[Tensor, Tensor]: # (ε̂, x̂_0), each the shape of x_t
+    "The noise and the clean data that a prediction implies, from x_t = √ᾱ_t x_0 + √(1−ᾱ_t) ε (DDPM Eq. 4; v after Salimans & Ho 2022)."
+    if prediction == "eps": return pred, (x_t - sqrt_1m_ab * pred) / sqrt_ab             # Eq. 15
+    if prediction == "x0": return (x_t - sqrt_ab * pred) / sqrt_1m_ab, pred
+    if prediction == "v": return sqrt_1m_ab * x_t + sqrt_ab * pred, sqrt_ab * x_t - sqrt_1m_ab * pred
+    check_prediction(prediction)
+
+def predicted_eps_x0(
+    pred:Tensor, # a network's output for x_t, shape of x_t
+    x_t:Tensor, # the noisy input (b, ...)
+    t:int|Tensor, # timestep(s), code index 0..T-1, an int or (b,)
+    s:Schedule, # the noise schedule
+    prediction:str="eps", # what pred is: "eps", "x0" or "v"
+)->tuple[Tensor, Tensor]: # (ε̂, x̂_0)
+    "`split_prediction` at the steps t, one per item."
+    t = s.check_t(t, len(x_t))
+    check_like(pred, x_t, "pred", "x_t")
+    check_prediction(prediction)
+    return split_prediction(pred, x_t, extract(s.sqrt_alpha_bar, t, x_t), extract(s.sqrt_one_minus_alpha_bar, t, x_t), prediction)
+
+def prediction_of(
+    model, # a network, or any callable model(x_t, t)
+    prediction:str|None=None, # what the caller says it predicts; None: ask the model
+)->str: # "eps", "x0" or "v"
+    "What a network's output is: `prediction` if given, else the model's own record `model.prediction` (set by load_model and Trainer), else \"eps\" (DDPM)."
+    own = getattr(model, "prediction", None)
+    if prediction is None: prediction = own or "eps"
+    elif own is not None and own != prediction:
+        raise ValueError(f"prediction={prediction!r} was passed, but the model records that it predicts {own!r} (model.prediction): "
+                         f"pass prediction={own!r} or leave it out")
+    check_prediction(prediction)
+    return prediction
 
 def convert_prediction(
     pred:Tensor, # a network's output, shape of x_t
@@ -103,14 +148,9 @@ def convert_prediction(
     dst:str="eps", # what to return: "eps", "x0" or "v"
 )->Tensor: # the prediction as dst, shape of x_t
     "Turn an ε-, x_0- or v-prediction for x_t into any of the three."
-    _check_prediction(src, "src"); _check_prediction(dst, "dst")
+    check_prediction(src, "src"); check_prediction(dst, "dst")
     if src == dst: return pred
-    if src == "v":
-        x0, eps = x0_from_v(x_t, t, pred, s), eps_from_v(x_t, t, pred, s)
-    elif src == "eps":
-        x0, eps = x0_from_eps(x_t, t, pred, s), pred
-    else:
-        x0, eps = pred, eps_from_x0(x_t, t, pred, s)
+    eps, x0 = predicted_eps_x0(pred, x_t, t, s, src)
     if dst == "eps": return eps
     return x0 if dst == "x0" else v_from_x0_eps(x0, eps, t, s)
 
@@ -145,9 +185,9 @@ def ddpm_loss(
     label_dropout:float=0., # share of labels in cond replaced by -1 ("no label"), for classifier-free guidance
 )->Tensor: # the loss
     "DDPM's simple loss ‖ε − ε_θ(√ᾱ_t x_0 + √(1−ᾱ_t) ε, t)‖² for a batch (Eq. 14, Algorithm 1), averaged over dimensions."
-    _check_like(x0, x0, "x0", "x0")
+    check_like(x0, x0, "x0", "x0")
     _check_images(x0)
-    _check_prediction(prediction)
+    check_prediction(prediction)
     if weighting not in WEIGHTINGS:
         raise ValueError(f"weighting must be one of {', '.join(map(repr, WEIGHTINGS))}; got {weighting!r}")
     if reduction not in ("mean", "none"): raise ValueError(f"reduction must be 'mean' or 'none', got {reduction!r}")

@@ -6,8 +6,6 @@
 from __future__ import annotations
 
 import math
-import os
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,10 +15,11 @@ import torch
 from sklearn.model_selection import train_test_split
 from torch import Tensor, nn
 
+from .ckpt import atomic_path, load_model
 from .data import BUILTIN_DATASETS, BUILTIN_PREFIX, POINT_SETS, ArrayDataset, builtin_name, load_dataset
 from .elbo import nll_bits_per_dim
-from .sample import sample
-from .train import load_model
+from .loss import prediction_of
+from .sample import make_sampler, sample, timesteps
 
 # %% auto #0
 __all__ = ['BETTER', 'FeatureNet', 'train_classifier', 'classifier_for', 'features', 'class_accuracy', 'mean_cov',
@@ -311,8 +310,8 @@ class EvalReport:
 
     def __str__(self):
         s = self.settings
-        head = (f"{self.data}: {s['n']} samples, {s['sampler']} {s['n_steps']} steps"
-                + (f", eta {s['eta']}" if s['sampler'] == "ddim" else "")
+        run = s.get("run") or f"{s['sampler'].upper()} {s['n_steps']} steps"             # reports written before "run" was recorded
+        head = (f"{self.data}: {s['n']} samples, {run}" + (f", {s['prediction']}-prediction" if s.get("prediction", "eps") != "eps" else "")
                 + (f", guidance {s['guidance_scale']}" if s.get("guidance_scale") else "") + f", sampled in {self.seconds:.1f} s")
         rows = [("metric", "value", "real data", "better", "")] + [
             (m.name, _fmt(m.value) + ("" if m.stderr is None else f" ± {m.stderr:.2g}"), "" if m.floor is None else _fmt(m.floor),
@@ -408,18 +407,22 @@ def evaluate(
     s, # its Schedule
     data:str|Path|Reference, # what it was trained on: a dataset name, a path, or a Reference
     n:int|None=None, # samples to draw; default: 10 × the eval half for images, the eval half for points
-    sampler:str="ddim", # "ddpm" or "ddim"
+    sampler:str="ddim", # a key of SAMPLERS: "ddpm" or "ddim"
     n_steps:int|None=50, # sampling steps; None: all T
     eta:float=0., # DDIM's η
     guidance_scale:float=0., # classifier-free guidance w (class-conditional models)
     seed:int=0, # fixes the samples
     batch_size:int=1000, # samples per sampling batch
+    prediction:str|None=None, # what the model predicts; None: model.prediction if it has one (load_model sets it), else "eps"
     nll:bool=False, # also the NLL bound in bits/dim on the held-out data (T+1 network calls per image: slow)
     progress:bool=False, # show a progress bar per sampling batch
     **sample_kwargs, # more options of sample(): variance, clip, spacing
 )->EvalReport:
     "Sample from the model and measure the samples against real data with chapter 9's metrics."
+    prediction = prediction_of(model, prediction)
     ref = data if isinstance(data, Reference) else reference_for(data)
+    opts = {k: v for k, v in (("eta", eta), ("variance", sample_kwargs.get("variance", "beta_tilde"))) if v != {"eta": 0., "variance": "beta_tilde"}[k]}
+    run = make_sampler(sampler, s, timesteps(n_steps or s.n_steps, s.n_steps), **opts).describe()   # checks the sampler and its options first
     n = n or (10 * len(ref.eval) if ref.is_image else len(ref.eval))
     classes = _num_classes(model)
     labels = torch.arange(n) % classes if classes else None
@@ -429,16 +432,17 @@ def evaluate(
         b = min(batch_size, n - i)
         parts.append(sample(model, (b, *ref.train.shape[1:]), s, sampler=sampler, n_steps=n_steps, eta=eta,
                             labels=None if labels is None else labels[i:i + b], guidance_scale=guidance_scale,
-                            generator=g, progress=progress, **sample_kwargs).float().cpu())
+                            prediction=prediction, generator=g, progress=progress, **sample_kwargs).float().cpu())
     seconds = time.perf_counter() - t0
     x = torch.cat(parts)
     rows = image_metrics(x, ref, labels, seed) if ref.is_image else point_metrics(x, ref, seed)
     if nll:
         if not ref.is_image or ref.n_levels is None: raise ValueError("nll needs image data on a known grid of grey levels")
         held = torch.cat([ref.test, ref.eval]); hl = torch.cat([ref.test_labels, ref.eval_labels]) if classes else None
-        b = nll_bits_per_dim(model, held, s, ref.n_levels, labels=hl, generator=torch.Generator().manual_seed(seed))
+        b = nll_bits_per_dim(model, held, s, ref.n_levels, labels=hl, generator=torch.Generator().manual_seed(seed), prediction=prediction)
         rows.append(Metric("nll_bits_per_dim", b.total, None, f"variational bound on the {'held-out' if ref.held_out else 'training'} images, ± {b.stderr:.3f}"))
-    settings = dict(n=n, sampler=sampler, n_steps=n_steps or s.n_steps, eta=eta, guidance_scale=guidance_scale, seed=seed)
+    settings = dict(n=n, sampler=sampler, n_steps=n_steps or s.n_steps, eta=eta, guidance_scale=guidance_scale, seed=seed,
+                    prediction=prediction, run=run)
     return EvalReport(ref.name, settings, seconds, rows, _verdict(rows, ref, n))
 
 def _verdict(rows:list, ref:Reference, n:int)->str:
@@ -475,12 +479,9 @@ def save_png_folder(
     from PIL import Image
     folder = Path(folder)
     if folder.exists(): raise FileExistsError(f"{folder} exists; give a new folder")
-    tmp = folder.with_name(f".{folder.name}.tmp")
-    if tmp.exists(): shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
     arr = ((x.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
-    for i, a in enumerate(arr): Image.fromarray(a[..., 0] if a.shape[-1] == 1 else a).save(tmp / f"{i:06d}.png")
-    os.replace(tmp, folder)
+    with atomic_path(folder, folder=True) as tmp:
+        for i, a in enumerate(arr): Image.fromarray(a[..., 0] if a.shape[-1] == 1 else a).save(tmp / f"{i:06d}.png")
     return folder
 
 def inception_fid(

@@ -10,81 +10,127 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from .elbo import p_variance, q_posterior, x0_from_eps
-from .forward import _check_finite, _check_like, noise_like
-from .loss import mu_from_eps
+from .elbo import eval_mode, p_variance
+from .forward import check_finite, check_like, noise_like
+from .loss import prediction_of, split_prediction
 from .schedule import Schedule, extract
 
 # %% auto #0
-__all__ = ['SPACINGS', 'ddpm_step', 'ddim_step', 'timesteps', 'respace', 'sample', 'ddim_invert']
+__all__ = ['SPACINGS', 'SAMPLERS', 'read_prediction', 'ddpm_coefs', 'ddpm_update', 'ddpm_step', 'ddim_coefs', 'ddim_update',
+           'ddim_step', 'timesteps', 'respace', 'Sampler', 'register_sampler', 'DDPM', 'DDIM', 'make_sampler',
+           'denoiser', 'sample', 'ddim_invert']
 
 # %% ../nbs/08_sample.ipynb #19eaf586
+def read_prediction(
+    pred:Tensor, # the network's output for x_t, shape of x_t
+    x_t:Tensor, # the noisy input (b, ...)
+    sqrt_ab:float|Tensor, # √ᾱ_t: a number, or a tensor that broadcasts against x_t
+    sqrt_1m_ab:float|Tensor, # √(1−ᾱ_t), likewise
+    prediction:str="eps", # what pred is: "eps", "x0" or "v"
+    clip:bool=False, # clip x̂_0 to [-1, 1], and re-read ε̂ from the clipped x̂_0
+)->tuple[Tensor, Tensor]: # (ε̂, x̂_0), shape of x_t
+    "(ε̂, x̂_0) from a network's output as every sampler step takes them: chapter 4's `split_prediction`, then the optional clipping."
+    eps, x0_hat = split_prediction(pred, x_t, sqrt_ab, sqrt_1m_ab, prediction)
+    if clip:
+        x0_hat = x0_hat.clamp(-1, 1)
+        eps = split_prediction(x0_hat, x_t, sqrt_ab, sqrt_1m_ab, "x0")[0]
+    return eps, x0_hat
+
+# %% ../nbs/08_sample.ipynb #5161bfff
+def ddpm_coefs(
+    s:Schedule, # the schedule (for a run of fewer steps: the respaced one)
+    variance:str="beta_tilde", # σ_t²: "beta_tilde" or "beta" (DDPM Sec. 3.2)
+)->tuple[Tensor, Tensor, Tensor]: # c0, ct, sigma: (T,) float64 each
+    "The numbers of DDPM's step at every t: μ̃_t = c0 x̂_0 + ct x_t (Eq. 7), and σ_t, 0 at t = 1 (no noise at the last step, Algorithm 2)."
+    f = s.float64()
+    sigma = p_variance(s, variance).double().cpu().sqrt()
+    sigma[0] = 0.
+    return f["post_coef_x0"], f["post_coef_xt"], sigma
+
+def ddpm_update(
+    x_t:Tensor, # current sample (b, ...)
+    x0_hat:Tensor, # x̂_0, shape of x_t
+    c0:float|Tensor, # weight of x̂_0 in μ̃_t (from ddpm_coefs)
+    ct:float|Tensor, # weight of x_t in μ̃_t
+    sigma:float|Tensor, # σ_t
+    noise:Tensor, # z, shape of x_t
+)->Tensor: # x_{t-1}
+    "DDPM's step: x_{t-1} = μ̃_t(x_t, x̂_0) + σ_t z (Algorithm 2 with Eq. 7)."
+    return c0 * x0_hat + ct * x_t + sigma * noise
+
+# %% ../nbs/08_sample.ipynb #8026d82d
 def ddpm_step(
-    eps_pred:Tensor, # ε_θ(x_t, t), shape of x_t
+    eps_pred:Tensor, # the network's output at (x_t, t): ε̂ unless `prediction` says otherwise, shape of x_t
     t:int|Tensor, # current step, code index 0..T-1, an int or (b,)
     x_t:Tensor, # current sample (b, ...)
     s:Schedule, # the noise schedule
     noise:Tensor|None=None, # z, shape of x_t; None: drawn from `generator` (pass zeros for the mean)
     variance:str="beta_tilde", # σ_t²: "beta_tilde" or "beta" (DDPM Sec. 3.2)
-    clip:bool=False, # clip x̂_0 to [-1, 1] and take the posterior mean of the clipped x̂_0
+    clip:bool=False, # clip x̂_0 to [-1, 1] before the posterior mean
     generator:torch.Generator|None=None, # source of z when noise is None
+    prediction:str="eps", # what eps_pred is: "eps", "x0" or "v"
 )->tuple[Tensor, Tensor]: # x_{t-1}, x̂_0
-    "One step of DDPM's reverse process: x_{t-1} = μ_θ(x_t, t) + σ_t z, no noise at t = 1 (Algorithm 2, Eq. 11)."
+    "One step of DDPM's reverse process at one t per item: x_{t-1} = μ_θ(x_t, t) + σ_t z, no noise at t = 1 (Algorithm 2, Eq. 11)."
     t = s.check_t(t, len(x_t))
-    _check_like(eps_pred, x_t, "eps_pred", "x_t")
-    x0_hat = x0_from_eps(x_t, t, eps_pred, s)                         # Eq. 15
-    if clip:
-        x0_hat = x0_hat.clamp(-1, 1)
-        mean = q_posterior(x0_hat, x_t, t, s)[0]                       # μ̃_t(x_t, x̂_0), Eq. 7
-    else: mean = mu_from_eps(x_t, t, eps_pred, s)                      # Eq. 11
+    check_like(eps_pred, x_t, "eps_pred", "x_t")
+    at = lambda v: extract(v, t, x_t).to(x_t.dtype)                    # one number per item, shaped to broadcast
+    f = s.float64()
+    eps, x0_hat = read_prediction(eps_pred, x_t, at(f["sqrt_alpha_bar"]), at(f["sqrt_one_minus_alpha_bar"]), prediction, clip)
     noise = noise_like(x_t, generator) if noise is None else noise
-    _check_like(noise, x_t, "noise", "x_t")
-    sigma = extract(p_variance(s, variance).sqrt(), t, x_t) * (t > 0).view(-1, *[1] * (x_t.ndim - 1))
-    return mean + sigma * noise, x0_hat
+    check_like(noise, x_t, "noise", "x_t")
+    return ddpm_update(x_t, x0_hat, *(at(v) for v in ddpm_coefs(s, variance)), noise), x0_hat
 
 # %% ../nbs/08_sample.ipynb #c472df3a
-def _roots_at(s:Schedule, t:Tensor, x:Tensor)->tuple[Tensor, Tensor]:
-    "√ᾱ and √(1−ᾱ) at code step t, with 1 and 0 at t = -1 (the clean data), shaped to broadcast against x."
-    pad = lambda v, first: torch.cat([v.new_full((1,), first), v])
-    return extract(pad(s.sqrt_alpha_bar, 1.), t + 1, x), extract(pad(s.sqrt_one_minus_alpha_bar, 0.), t + 1, x)
+def ddim_coefs(
+    alpha_bar:Tensor, # ᾱ at the steps taken from, float64
+    alpha_bar_next:Tensor, # ᾱ at the steps gone to (1 for x_0), float64, shape of alpha_bar
+    eta:float=0., # 0: deterministic DDIM; 1: DDPM's variance β̃ (on this subsequence)
+)->tuple[Tensor, Tensor, Tensor]: # sa_next, c_eps, sigma, shape of alpha_bar, float64
+    "The numbers of DDIM's step from ᾱ to ᾱ': √ᾱ', √(1−ᾱ'−σ²), and σ = η √((1−ᾱ')/(1−ᾱ)) √(1 − ᾱ/ᾱ') (Song et al. 2021, Eq. 12 and 16)."
+    if eta < 0: raise ValueError(f"eta must be >= 0, got {eta}")
+    sigma = eta * ((1 - alpha_bar_next) / (1 - alpha_bar) * (1 - alpha_bar / alpha_bar_next)).clamp_min(0).sqrt()
+    return alpha_bar_next.sqrt(), (1 - alpha_bar_next - sigma ** 2).clamp_min(0).sqrt(), sigma
+
+def ddim_update(
+    x0_hat:Tensor, # x̂_0 (b, ...)
+    eps:Tensor, # ε̂, shape of x0_hat
+    sa_next:float|Tensor, # √ᾱ' (from ddim_coefs)
+    c_eps:float|Tensor, # √(1−ᾱ'−σ²)
+    sigma:float|Tensor, # σ
+    noise:Tensor|None=None, # z; None when σ = 0 (η = 0)
+)->Tensor: # x_{t'}
+    "DDIM's step: x_{t'} = √ᾱ' x̂_0 + √(1−ᾱ'−σ²) ε̂ + σ z (Song et al. 2021, Eq. 12)."
+    x = sa_next * x0_hat + c_eps * eps
+    return x if noise is None else x + sigma * noise
 
 def ddim_step(
-    eps_pred:Tensor, # ε_θ(x_t, t), shape of x_t
+    eps_pred:Tensor, # the network's output at (x_t, t): ε̂ unless `prediction` says otherwise, shape of x_t
     t:int|Tensor, # current step, code index 0..T-1, an int or (b,)
     t_prev:int|Tensor, # step to go to, -1 <= t_prev < t (-1: x_0)
     x_t:Tensor, # current sample (b, ...)
     s:Schedule, # the noise schedule
     eta:float=0., # 0: deterministic DDIM; 1: DDPM's variance β̃ (on this subsequence)
     noise:Tensor|None=None, # z, shape of x_t; None: drawn from `generator` when eta > 0
-    clip:bool=False, # clip x̂_0 to [-1, 1] and re-derive ε from it
+    clip:bool=False, # clip x̂_0 to [-1, 1] and re-read ε̂ from it
     generator:torch.Generator|None=None, # source of z
+    prediction:str="eps", # what eps_pred is: "eps", "x0" or "v"
 )->tuple[Tensor, Tensor]: # x_{t_prev}, x̂_0
-    "One step of DDIM from t to t_prev: √ᾱ' x̂_0 + √(1−ᾱ'−σ²) ε_θ + σ z (Song et al. 2021, Eq. 12 and 16)."
+    "One step of DDIM from t to t_prev, one pair per item (Song et al. 2021, Eq. 12 and 16)."
     t = s.check_t(t, len(x_t))
-    _check_like(eps_pred, x_t, "eps_pred", "x_t")
+    check_like(eps_pred, x_t, "eps_pred", "x_t")
     t_prev = torch.as_tensor(t_prev, device=t.device).long().expand(len(t)) if not isinstance(t_prev, Tensor) or t_prev.ndim == 0 \
         else t_prev.to(t.device).long()
     if ((t_prev < -1) | (t_prev >= t)).any():
         raise ValueError(f"t_prev must satisfy -1 <= t_prev < t, got t_prev={t_prev.tolist()[:4]} for t={t.tolist()[:4]}")
-    if eta < 0: raise ValueError(f"eta must be >= 0, got {eta}")
-    (sa, s1a), (sa_prev, s1a_prev) = _roots_at(s, t, x_t), _roots_at(s, t_prev, x_t)   # √ᾱ, √(1−ᾱ): stored, not recomputed from float32 ᾱ
-    x0_hat = (x_t - s1a * eps_pred) / sa                               # Eq. 15 (DDIM's "predicted x_0")
-    if clip:
-        x0_hat = x0_hat.clamp(-1, 1)
-        eps_pred = (x_t - sa * x0_hat) / s1a
-    if eta > 0:
-        # DDIM Eq. 16, σ² = (1−ᾱ')/(1−ᾱ) · (1 − ᾱ/ᾱ'). Near t = 1, where ᾱ/ᾱ' is within 1e-4 of 1, 1 − ᾱ/ᾱ' is taken as
-        # ((1−ᾱ) − (1−ᾱ'))/ᾱ', a difference of the accurate 1 − ᾱ; near t = T, where both 1 − ᾱ are near 1, from the ratio
-        ratio = (sa / sa_prev) ** 2
-        gap = torch.where(sa_prev ** 2 > 0.5, (s1a ** 2 - s1a_prev ** 2) / sa_prev ** 2, 1 - ratio).clamp_min(0)
-        sigma = eta * s1a_prev / s1a * gap.sqrt()
-        x_prev = sa_prev * x0_hat + (s1a_prev ** 2 - sigma ** 2).clamp_min(0).sqrt() * eps_pred
-    else: x_prev = sa_prev * x0_hat + s1a_prev * eps_pred             # DDIM Eq. 12
+    ab1 = torch.cat([torch.ones(1, dtype=torch.float64), s.float64()["alpha_bar"]])   # ᾱ in float64, with ᾱ = 1 at code step -1 (x_0)
+    ab, ab_next = ab1[t.cpu() + 1], ab1[t_prev.cpu() + 1]
+    item = lambda v: v.view(-1, *[1] * (x_t.ndim - 1)).to(x_t.device, x_t.dtype)
+    eps, x0_hat = read_prediction(eps_pred, x_t, item(ab.sqrt()), item((1 - ab).sqrt()), prediction, clip)
+    sa_next, c_eps, sigma = (item(v) for v in ddim_coefs(ab, ab_next, eta))
     if eta > 0:
         noise = noise_like(x_t, generator) if noise is None else noise
-        _check_like(noise, x_t, "noise", "x_t")
-        x_prev = x_prev + sigma * noise
-    return x_prev, x0_hat
+        check_like(noise, x_t, "noise", "x_t")
+    return ddim_update(x0_hat, eps, sa_next, c_eps, sigma, noise if eta > 0 else None), x0_hat
 
 # %% ../nbs/08_sample.ipynb #7ac9b168
 SPACINGS = ("linspace", "leading", "trailing")
@@ -115,51 +161,150 @@ def respace(
     betas = 1 - ab / torch.cat([ab.new_ones(1), ab[:-1]])
     return Schedule(betas, name=f"{s.name or 'custom'} respaced to {len(ts)}").to(s.device)
 
+# %% ../nbs/08_sample.ipynb #93a844cb
+class Sampler:
+    "A reverse-process sampler for one run: __init__ computes the run's numbers once; step(i, x, denoise, generator) -> (x_next, x̂_0)."
+    name:str = "" # its key in SAMPLERS and on the command line
+    title:str = "" # what it is, in a phrase, for tables, figure titles and --help
+    options:tuple = () # the options of `sample` it reads, e.g. ("eta",)
+
+    def __init__(self,
+                 s:Schedule, # the schedule the model was trained with
+                 ts:Tensor): # the visited code steps, decreasing (from timesteps())
+        self.s, self.ts = s, [int(t) for t in ts]
+
+    def __len__(self)->int: return len(self.ts)
+
+    def step(self,
+             i:int, # which visited step: x is at ts[i]
+             x:Tensor, # the current sample (b, ...)
+             denoise, # denoise(x, t) -> (ε̂, x̂_0) at code step t (see `denoiser`)
+             generator:torch.Generator|None, # source of any noise the step adds
+            )->tuple[Tensor, Tensor]: # x at the next visited step (x_0 after the last), and x̂_0
+        raise NotImplementedError
+
+    def describe(self)->str:
+        "The run in a few words, e.g. 'DDIM 50 steps, eta 1'."
+        return f"{self.name.upper()} {len(self)} steps"
+
+SAMPLERS:dict = {} # name -> Sampler subclass: the one list of samplers
+
+def register_sampler(cls:type)->type:
+    "Add a Sampler subclass to SAMPLERS under its name (use as a class decorator)."
+    if not (isinstance(cls, type) and issubclass(cls, Sampler) and cls.name):
+        raise ValueError(f"register_sampler takes a Sampler subclass with a name, got {cls!r}")
+    SAMPLERS[cls.name] = cls
+    return cls
+
+# %% ../nbs/08_sample.ipynb #ef519502
+@register_sampler
+class DDPM(Sampler):
+    "DDPM's Algorithm 2 on the visited steps, with the respaced schedule when they are fewer than T."
+    name, title, options = "ddpm", "DDPM, Algorithm 2 (respaced to fewer steps)", ("variance",)
+
+    def __init__(self, s:Schedule, ts:Tensor, variance:str="beta_tilde"):
+        super().__init__(s, ts)
+        self.variance = variance
+        c = ddpm_coefs(respace(s, torch.as_tensor(self.ts)), variance)   # (n,) each, in the respaced schedule's increasing t
+        self.coefs = [tuple(row) for row in torch.stack(c, 1).flip(0).tolist()]   # visiting order: (c0, ct, sigma) per step
+
+    def step(self, i, x, denoise, generator):
+        eps, x0_hat = denoise(x, self.ts[i])
+        return ddpm_update(x, x0_hat, *self.coefs[i], noise_like(x, generator)), x0_hat
+
+    def describe(self): return super().describe() + (", sigma^2 = beta" if self.variance == "beta" else "")
+
+@register_sampler
+class DDIM(Sampler):
+    "DDIM on the visited steps (eta = 0: deterministic); with `to` and `at`, between any steps, e.g. upwards for inversion."
+    name, title, options = "ddim", "DDIM (eta 0: deterministic; eta 1: DDPM's variance)", ("eta",)
+
+    def __init__(self, s:Schedule, ts:Tensor, eta:float=0.,
+                 to:Tensor|None=None, # the step each step goes to; None: the next visited one, then -1 (x_0)
+                 at:Tensor|None=None): # the step x is at before each step; None: ts (where the network is called)
+        super().__init__(s, ts)
+        ab1 = torch.cat([torch.ones(1, dtype=torch.float64), s.float64()["alpha_bar"]])   # ᾱ at code step k is ab1[k + 1]; 1 at x_0
+        ts = torch.as_tensor(self.ts)
+        to = torch.cat([ts[1:], ts.new_tensor([-1])]) if to is None else torch.as_tensor(to).long().cpu()
+        at = ts if at is None else torch.as_tensor(at).long().cpu()
+        self.eta = eta
+        self.coefs = [tuple(row) for row in torch.stack(ddim_coefs(ab1[at + 1], ab1[to + 1], eta), 1).tolist()]
+        self.at = None if torch.equal(at, ts) else [(ab1[k + 1].sqrt().item(), (1 - ab1[k + 1]).sqrt().item()) for k in at.tolist()]
+
+    def step(self, i, x, denoise, generator):
+        eps, x0_hat = denoise(x, self.ts[i])
+        if self.at is not None: x0_hat = split_prediction(eps, x, *self.at[i])[1]   # x is at another step than the network was told
+        return ddim_update(x0_hat, eps, *self.coefs[i], noise_like(x, generator) if self.eta > 0 else None), x0_hat
+
+    def describe(self): return super().describe() + (f", eta {self.eta:g}" if self.eta else "")
+
+_OPTION_DEFAULTS = {"eta": 0., "variance": "beta_tilde"}
+
+def make_sampler(
+    name:str, # a key of SAMPLERS
+    s:Schedule, # the schedule the model was trained with
+    ts:Tensor, # the visited code steps, decreasing
+    **options, # options of `sample` (eta, variance): those the sampler does not read must keep their defaults
+)->Sampler:
+    "The sampler `name` of SAMPLERS, built for one run."
+    if name not in SAMPLERS: raise ValueError(f"sampler must be one of {', '.join(map(repr, SAMPLERS))}; got {name!r}")
+    cls = SAMPLERS[name]
+    for k, v in options.items():
+        if k not in cls.options and v != _OPTION_DEFAULTS.get(k):
+            takes = [repr(n) for n, c in SAMPLERS.items() if k in c.options]
+            raise ValueError(f"{k}={v!r} applies to sampler {' or '.join(takes) or 'none'}, not {name!r}")
+    return cls(s, ts, **{k: v for k, v in options.items() if k in cls.options})
+
 # %% ../nbs/08_sample.ipynb #9c3182e0
+def _param_dtype(model)->torch.dtype|None:
+    "The floating dtype of a module's parameters; None for a plain function."
+    p = next((p for p in model.parameters() if p.is_floating_point()), None) if isinstance(model, nn.Module) else None
+    return None if p is None else p.dtype
+
 def _model_device(model)->torch.device:
     p = next(model.parameters(), None) if isinstance(model, nn.Module) else None
     return p.device if p is not None else torch.device("cpu")
 
-def _predict(model, x:Tensor, t:Tensor, labels:Tensor|None, guidance_scale:float)->Tensor:
-    "ε from the model, with classifier-free guidance when guidance_scale > 0: (1+w) ε(x, c) − w ε(x, ∅)."
-    if labels is None: return model(x, t).float()
-    if guidance_scale == 0: return model(x, t, labels).float()
-    both = model(torch.cat([x, x]), torch.cat([t, t]), torch.cat([labels, torch.full_like(labels, -1)])).float()
-    cond, uncond = both.chunk(2)
-    return (1 + guidance_scale) * cond - guidance_scale * uncond
+def denoiser(
+    model, # the network: model(x_t, t), or model(x_t, t, labels) when class-conditional
+    s:Schedule, # the schedule it was trained with
+    prediction:str="eps", # what it predicts: "eps", "x0" or "v"
+    labels:Tensor|None=None, # class labels (b,); -1: no label
+    guidance_scale:float=0., # classifier-free guidance weight w (needs labels)
+    clip:bool=False, # clip x̂_0 to [-1, 1]
+): # denoise(x, t) -> (ε̂, x̂_0), t a code step
+    "The network as a sampler calls it: once at step t (with guidance, one batched call of both), its output read as (ε̂, x̂_0)."
+    f = s.float64()
+    sa, s1a = f["sqrt_alpha_bar"].tolist(), f["sqrt_one_minus_alpha_bar"].tolist()
+    net_dtype = _param_dtype(model)
+    def denoise(x:Tensor, t:int)->tuple[Tensor, Tensor]:
+        tt = torch.full((len(x),), t, device=x.device, dtype=torch.long)
+        x_in = x if net_dtype is None else x.to(net_dtype)              # a float64 or bfloat16 network gets its own dtype
+        if labels is None: out = model(x_in, tt)
+        elif guidance_scale == 0: out = model(x_in, tt, labels)
+        else:                                                           # (1+w) ε(x, c) − w ε(x, ∅), from one call
+            cond, uncond = model(torch.cat([x_in, x_in]), torch.cat([tt, tt]), torch.cat([labels, torch.full_like(labels, -1)])).to(x.dtype).chunk(2)
+            out = (1 + guidance_scale) * cond - guidance_scale * uncond
+        if out.shape != x.shape: raise ValueError(f"the model returned shape {tuple(out.shape)} for input {tuple(x.shape)}")
+        return read_prediction(out.to(x.dtype), x, sa[t], s1a[t], prediction, clip)
+    return denoise
 
-def _step_coefs(
-    s:Schedule, # the schedule the model was trained with
-    ts:Tensor, # visited code steps, decreasing (from timesteps())
-    sampler:str, # "ddpm" or "ddim"
-    eta:float=0., # DDIM's η
-    variance:str="beta_tilde", # DDPM's σ_t²: "beta_tilde" or "beta"
-)->list[tuple[float, ...]]: # one tuple of Python floats per visited step, in visiting order
-    "Every scalar of a sampling run, computed once in float64 before the loop (instead of gathers and checks at every step)."
-    s, ts = s.to("cpu"), ts.cpu()
-    if sampler == "ddpm":                                               # DDPM on the visited steps: the respaced schedule
-        r = respace(s, ts)
-        ab = r.float64()["alpha_bar"].flip(0)
-        a, b, c0, ct, var = (v.double().flip(0) for v in (r.alpha, r.beta, r.post_coef_x0, r.post_coef_xt, p_variance(r, variance)))
-        sigma = var.sqrt() * (torch.arange(len(ts)) < len(ts) - 1)      # no noise at the last step (Algorithm 2)
-        cols = (1 / ab.sqrt(), (1 / ab - 1).sqrt(),                     # x̂_0 = x_t/√ᾱ_t − √(1/ᾱ_t − 1) ε (Eq. 15)
-                c0, ct,                                                 # μ̃_t(x_t, x̂_0) (Eq. 7)
-                1 / a.sqrt(), b / (a.sqrt() * (1 - ab).sqrt()),         # μ_θ = x_t/√α_t − β_t/(√α_t √(1−ᾱ_t)) ε (Eq. 11)
-                sigma)
-    else:                                                               # DDIM from ts[i] to ts[i+1]; ᾱ = 1 after the last step
-        ab = s.float64()["alpha_bar"][ts]
-        ab_prev = torch.cat([ab[1:], ab.new_ones(1)])
-        sigma = eta * ((1 - ab_prev) / (1 - ab) * (1 - ab / ab_prev)).sqrt()             # DDIM Eq. 16
-        cols = (1 / ab.sqrt(), (1 / ab - 1).sqrt(), ab.sqrt(), (1 - ab).sqrt(),
-                ab_prev.sqrt(), (1 - ab_prev - sigma ** 2).clamp_min(0).sqrt(), sigma)    # DDIM Eq. 12
-    return list(zip(*(c.tolist() for c in cols)))
+def _run(smp:Sampler, x:Tensor, denoise, generator, progress:bool, every:int|None=None)->tuple[Tensor, dict]:
+    "The loop every sampler runs in: its steps in turn; every `every` steps (and the last) the trajectory records t, x_t and x̂_0."
+    traj = {"t": [], "x_t": [], "x0_hat": []}
+    for i in tqdm(range(len(smp)), disable=not progress, desc=smp.name, leave=False):
+        x_in = x
+        x, x0_hat = smp.step(i, x, denoise, generator)
+        if every and (i % every == 0 or i == len(smp) - 1):
+            traj["t"].append(smp.ts[i]); traj["x_t"].append(x_in.cpu()); traj["x0_hat"].append(x0_hat.cpu())
+    return x, traj
 
 # %% ../nbs/08_sample.ipynb #979eede0
 def sample(
-    model:nn.Module, # noise predictor: model(x_t, t) or model(x_t, t, labels)
+    model:nn.Module, # the network: model(x_t, t) or model(x_t, t, labels)
     shape:tuple, # (b, ...) of the samples, e.g. (64, 1, 8, 8)
     s:Schedule, # the schedule the model was trained with
-    sampler:str="ddpm", # "ddpm" (Algorithm 2) or "ddim"
+    sampler:str="ddpm", # a key of SAMPLERS: "ddpm" (Algorithm 2) or "ddim"
     n_steps:int|None=None, # steps to take; None: all T (respaced DDPM or strided DDIM when fewer)
     eta:float=0., # DDIM's η (0: deterministic)
     variance:str="beta_tilde", # DDPM's σ_t²: "beta_tilde" or "beta"
@@ -167,58 +312,36 @@ def sample(
     spacing:str="linspace", # which steps a shorter run visits: "linspace", "leading", "trailing"
     labels:Tensor|None=None, # class labels (b,) for a class-conditional model; -1: no label
     guidance_scale:float=0., # classifier-free guidance weight w (needs labels)
+    prediction:str|None=None, # what the model predicts: "eps", "x0" or "v"; None: model.prediction if it has one, else "eps"
     generator:torch.Generator|None=None, # source of x_T and of the noise; same seed, same samples
     x_T:Tensor|None=None, # start from this instead of drawing x_T
     return_trajectory:bool=False, # also return x_t and x̂_0 along the way
     trajectory_every:int|None=None, # record every this many steps (default: 10 points along the run)
     progress:bool=True, # show a progress bar
 )->Tensor|tuple[Tensor, dict]: # samples (shape), and with return_trajectory a dict t, x_t, x0_hat
-    "Draw samples with DDPM (Algorithm 2) or DDIM, optionally class-conditional with classifier-free guidance."
-    if sampler not in ("ddpm", "ddim"): raise ValueError(f"sampler must be 'ddpm' or 'ddim', got {sampler!r}")
+    "Draw samples with a sampler of SAMPLERS, optionally class-conditional with classifier-free guidance."
+    prediction = prediction_of(model, prediction)
     if guidance_scale and labels is None: raise ValueError(f"guidance_scale={guidance_scale} needs labels: pass labels (b,) with the class of each sample")
     if guidance_scale < 0: raise ValueError(f"guidance_scale must be >= 0, got {guidance_scale}")
     if len(shape) < 2 or not all(isinstance(n, (int, np.integer)) and not isinstance(n, bool) and n >= 1 for n in shape):
         raise ValueError(f"shape must be (b, ...) with b and every size a positive int, got {tuple(shape)}")
     dev = _model_device(model)
     s = s.to(dev)
-    ts = timesteps(s.n_steps if n_steps is None else n_steps, s.n_steps, spacing).to(dev)
+    ts = timesteps(s.n_steps if n_steps is None else n_steps, s.n_steps, spacing)
+    smp = make_sampler(sampler, s, ts, eta=eta, variance=variance)
     if labels is not None:
         labels = torch.as_tensor(labels, device=dev).long()
         if labels.shape != (shape[0],): raise ValueError(f"labels must have shape ({shape[0]},), got {tuple(labels.shape)}")
     clip = len(shape) == 4 if clip is None else clip
-    x = noise_like(torch.empty(shape, device=dev), generator) if x_T is None else x_T.to(dev).float()
+    wide = _param_dtype(model) == torch.float64 or (x_T is not None and x_T.dtype == torch.float64)
+    dtype = torch.float64 if wide else torch.float32                   # the sampler's arithmetic: float64 for a float64 model
+    x = noise_like(torch.empty(shape, device=dev, dtype=dtype), generator) if x_T is None else x_T.to(dev, dtype)
     if tuple(x.shape) != tuple(shape): raise ValueError(f"x_T must have shape {tuple(shape)}, got {tuple(x.shape)}")
-    _check_finite(x, "x_T")
-    coefs = _step_coefs(s, ts, sampler, eta, variance)                  # every scalar of the run, once
-    every = trajectory_every or max(1, len(ts) // 10)
-    traj = {"t": [], "x_t": [], "x0_hat": []}
-    was_training = model.training if isinstance(model, nn.Module) else None
-    if was_training: model.eval()
-    try:
-        with torch.inference_mode():
-            for i, t in enumerate(tqdm(ts.tolist(), disable=not progress, desc=sampler, leave=False)):
-                tt = torch.full((shape[0],), t, device=dev, dtype=torch.long)
-                eps = _predict(model, x, tt, labels, guidance_scale)
-                if eps.shape != x.shape: raise ValueError(f"the model returned shape {tuple(eps.shape)} for input {tuple(x.shape)}")
-                x_in = x
-                if sampler == "ddpm":                                   # ddpm_step on the respaced schedule, with precomputed scalars
-                    ra, rm1, c0, ct, mx, me, sigma = coefs[i]
-                    x0_hat = torch.sub(x * ra, eps, alpha=rm1)                          # Eq. 15
-                    if clip: x = torch.add(x0_hat.clamp_(-1, 1) * c0, x, alpha=ct)     # μ̃_t(x_t, clipped x̂_0), Eq. 7
-                    else: x = torch.sub(x * mx, eps, alpha=me)                          # μ_θ(x_t, t), Eq. 11
-                    x = x.add_(noise_like(x, generator), alpha=sigma)                   # σ = 0 at the last step (z drawn as before)
-                else:                                                   # ddim_step from ts[i] to ts[i+1], likewise
-                    ra, rm1, sa, s1a, sa_prev, c_eps, sigma = coefs[i]
-                    x0_hat = torch.sub(x * ra, eps, alpha=rm1)
-                    if clip:
-                        x0_hat = x0_hat.clamp_(-1, 1)
-                        eps = torch.sub(x, x0_hat, alpha=sa).div_(s1a)                 # ε re-derived from the clipped x̂_0
-                    x = torch.add(x0_hat * sa_prev, eps, alpha=c_eps)                  # DDIM Eq. 12
-                    if eta > 0: x = x.add_(noise_like(x, generator), alpha=sigma)
-                if return_trajectory and (i % every == 0 or i == len(ts) - 1):
-                    traj["t"].append(t); traj["x_t"].append(x_in.cpu()); traj["x0_hat"].append(x0_hat.cpu())
-    finally:
-        if was_training: model.train()
+    check_finite(x, "x_T")
+    denoise = denoiser(model, s, prediction, labels, guidance_scale, clip)
+    every = (trajectory_every or max(1, len(ts) // 10)) if return_trajectory else None
+    with eval_mode(model), torch.inference_mode():
+        x, traj = _run(smp, x, denoise, generator, progress, every)
     if not torch.isfinite(x).all():                                     # one check at the end, not a sync per step
         raise FloatingPointError(f"the samples hold {int((~torch.isfinite(x)).sum())} NaN or infinite values among {x.numel()}: "
                                  "the model returned non-finite predictions (a damaged checkpoint, or a model whose training diverged?)")
@@ -227,27 +350,24 @@ def sample(
 
 # %% ../nbs/08_sample.ipynb #b12e94af
 def ddim_invert(
-    model:nn.Module, # noise predictor, as for sample()
+    model:nn.Module, # the network, as for sample()
     x0:Tensor, # images (or points) to invert (b, ...)
     s:Schedule, # the schedule the model was trained with
     n_steps:int=50, # steps up the sequence (the same subsequence sample() would visit)
     spacing:str="linspace", # "linspace", "leading" or "trailing"
     labels:Tensor|None=None, # class labels (b,) for a class-conditional model
+    prediction:str|None=None, # what the model predicts; None: model.prediction if it has one, else "eps"
     progress:bool=False, # show a progress bar
 )->Tensor: # x_T, shape of x0, that DDIM (eta = 0) maps back to about x0
     "Run deterministic DDIM upwards, from x_0 to the x_T that DDIM would turn into it (Song et al. 2021, Sec. 4.3)."
+    prediction = prediction_of(model, prediction)
+    check_like(x0, x0, "x0", "x0")
     dev = _model_device(model)
     s = s.to(dev)
-    ts = timesteps(n_steps, s.n_steps, spacing).flip(0).to(dev)      # increasing
-    _check_finite(x0, "x0")
-    x = x0.to(dev).float()
+    ts = timesteps(n_steps, s.n_steps, spacing).flip(0)                # increasing: the network is called at the step to go to,
+    up = DDIM(s, ts, to=ts, at=torch.cat([ts.new_tensor([-1]), ts[:-1]]))   # with x still at the step before (-1: x_0)
+    x = x0.to(dev, torch.float64 if _param_dtype(model) == torch.float64 else torch.float32)
     labels = None if labels is None else torch.as_tensor(labels, device=dev).long()
-    with torch.inference_mode():
-        for i, t in enumerate(tqdm(ts.tolist(), disable=not progress, desc="invert", leave=False)):
-            tt = torch.full((len(x),), t, device=dev, dtype=torch.long)
-            t_from = torch.full_like(tt, int(ts[i - 1]) if i > 0 else -1)
-            eps = _predict(model, x, tt, labels, 0.)                       # ε at the point reached, for the step to t
-            (sa_from, s1a_from), (sa_to, s1a_to) = _roots_at(s, t_from, x), _roots_at(s, tt, x)
-            x0_hat = (x - s1a_from * eps) / sa_from
-            x = sa_to * x0_hat + s1a_to * eps
+    with eval_mode(model), torch.inference_mode():
+        x, _ = _run(up, x, denoiser(model, s, prediction, labels), None, progress)
     return x

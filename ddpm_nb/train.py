@@ -6,8 +6,6 @@
 from __future__ import annotations
 
 import copy
-import hashlib
-import json
 import math
 import os
 import shutil
@@ -23,22 +21,25 @@ import matplotlib.image
 import numpy as np
 import torch
 import torch.distributed as dist
-from safetensors.torch import load_file, save_file
+from fastcore.basics import patch
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import Dataset, DistributedSampler
 from tqdm.auto import tqdm
 
+from .ckpt import (CKPT_PREFIX, atomic_path, find_checkpoint, latest_checkpoint, list_checkpoints, load_weights, model_from_spec,
+                          model_spec, read_checkpoint, read_tensors, remove_folder, write_checkpoint)
+from .ckpt import load_model  # noqa: F401 (kept importable from here, where it lived before chapter 5a)
 from .data import DataOptionError, load_dataset
-from .forward import default_device
+from .forward import auto_precision, default_device
 from .loss import PREDICTIONS, WEIGHTINGS, ddpm_loss
 from .sample import sample
 from .schedule import SCHEDULES, Schedule
 from .unet import UNET_PRESETS, MLPDenoiser, UNet, UNetConfig
 
 # %% auto #0
-__all__ = ['RECIPES', 'CKPT_PREFIX', 'TrainConfig', 'build_model', 'load_training_data', 'EMA', 'list_checkpoints',
-           'latest_checkpoint', 'load_model', 'save_image_grid', 'Trainer', 'TrainingInterrupted']
+__all__ = ['RECIPES', 'TrainConfig', 'build_model', 'load_training_data', 'EMA', 'save_image_grid', 'Trainer',
+           'TrainingInterrupted']
 
 # %% ../nbs/07_train.ipynb #48ee9416
 @dataclass
@@ -152,18 +153,6 @@ def load_training_data(
     except DataOptionError as e:                                        # load_dataset says size=..., the config calls it image_size
         raise DataOptionError(e.problem, {"size": "image_size"}.get(e.option, e.option), e.values, e.purpose) from None
 
-def _model_spec(model:nn.Module)->dict:
-    "What rebuilds `model` without its weights: kind and constructor arguments, JSON-ready."
-    if isinstance(model, UNet): return {"kind": "unet", "config": json.loads(model.config.to_json())}
-    if isinstance(model, MLPDenoiser):
-        return {"kind": "mlp", "config": {"dim": model.dim, "hidden": model.hidden, "n_blocks": len(model.blocks), "num_classes": model.num_classes}}
-    raise ValueError(f"checkpoints store UNet or MLPDenoiser models, got {type(model).__name__}")
-
-def _model_from_spec(spec:dict)->nn.Module:
-    if spec.get("kind") == "unet": return UNet(UNetConfig.from_json(json.dumps(spec["config"])))
-    if spec.get("kind") == "mlp": return MLPDenoiser(**spec["config"])
-    raise ValueError(f"unknown model kind in checkpoint: {spec.get('kind')!r} (expected 'unet' or 'mlp')")
-
 # %% ../nbs/07_train.ipynb #4d05906b
 class EMA:
     "Exponential moving average of a model's weights: θ̄ ← d θ̄ + (1−d) θ after each step; buffers are copied."
@@ -187,11 +176,6 @@ class EMA:
         for ema_b, b in zip(self.model.buffers(), model.buffers()): ema_b.copy_(b)
 
 # %% ../nbs/07_train.ipynb #a0da6bff
-def _fsync(path:Path):
-    fd = os.open(path, os.O_RDONLY)
-    try: os.fsync(fd)
-    finally: os.close(fd)
-
 def _split_optimizer(sd:dict)->tuple[dict, dict]:
     "An optimiser state_dict as (tensors for safetensors, the rest for JSON)."
     tensors, scalars = {}, {}
@@ -210,90 +194,10 @@ def _join_optimizer(tensors:dict, meta:dict)->dict:
     for pid, st in meta["scalars"].items(): state.setdefault(int(pid), {}).update(st)
     return {"state": state, "param_groups": meta["param_groups"]}
 
-CKPT_PREFIX = "ckpt-"
-
-def list_checkpoints(
-    out:str|Path, # a run folder
-)->list[Path]: # complete checkpoints, oldest first
-    "The complete checkpoints in a run folder, by step; temporary folders of interrupted writes are not listed."
-    out = Path(out)
-    if not out.is_dir(): return []
-    return sorted(p for p in out.iterdir() if p.is_dir() and p.name.startswith(CKPT_PREFIX) and p.name[len(CKPT_PREFIX):].isdigit()
-                  and (p / "state.json").exists())
-
-def latest_checkpoint(out:str|Path)->Path|None:
-    "The newest complete checkpoint in a run folder, or None."
-    ckpts = list_checkpoints(out)
-    return ckpts[-1] if ckpts else None
-
-# %% ../nbs/07_train.ipynb #84aeb601
-def _read_json(p:Path)->dict:
-    if not p.exists(): raise ValueError(f"{p.parent} is not a complete checkpoint: {p.name} is missing")
-    try: return json.loads(p.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e: raise ValueError(f"{p} is not valid JSON ({e}); the checkpoint is damaged") from None
-
-def _digest(p:Path)->dict:
-    "Size and SHA-256 of a file, as state.json records them for each tensor file of a checkpoint."
-    h = hashlib.sha256()
-    with open(p, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""): h.update(block)
-    return {"bytes": p.stat().st_size, "sha256": h.hexdigest()}
-
-def _read_tensors(p:Path, files:dict|None=None)->dict:
-    "The tensors of a checkpoint file, checked against the size and SHA-256 in state.json's `files` (checkpoints that record them)."
-    if not p.exists(): raise ValueError(f"{p.parent} is not a complete checkpoint: {p.name} is missing")
-    want = (files or {}).get(p.name)
-    if want is not None:
-        got = _digest(p)
-        if got["bytes"] != want["bytes"]:
-            raise ValueError(f"{p} is damaged: {got['bytes']} bytes, but {want['bytes']} were written (a truncated or altered file)")
-        if got["sha256"] != want["sha256"]:
-            raise ValueError(f"{p} is damaged: its SHA-256 differs from the one recorded when it was written (corrupted on disk or altered)")
-    try: return load_file(p)
-    except Exception as e: raise ValueError(f"{p} is not a readable safetensors file ({type(e).__name__}: {e}); the checkpoint is damaged") from None
-
-def _load_weights(model:nn.Module, p:Path, files:dict|None=None):
-    "Load a safetensors file into `model`, after naming every mismatch: missing and unexpected tensors, wrong shapes, wrong dtypes."
-    sd = _read_tensors(p, files)
-    own = model.state_dict()
-    problems = [f"missing {k}" for k in own if k not in sd] + [f"unexpected {k}" for k in sd if k not in own]
-    problems += [f"{k}: shape {tuple(sd[k].shape)} in the file, {tuple(v.shape)} in the model" for k, v in own.items() if k in sd and sd[k].shape != v.shape]
-    problems += [f"{k}: dtype {sd[k].dtype} in the file, {v.dtype} in the model" for k, v in own.items() if k in sd and sd[k].dtype != v.dtype]
-    if problems: raise ValueError(f"{p} does not fit the model ({len(problems)} mismatches): " + "; ".join(problems))
-    model.load_state_dict(sd)
-
-def load_model(
-    ckpt:str|Path, # a checkpoint folder, or a run folder (its latest checkpoint is used)
-    ema:bool=True, # the EMA weights (for sampling) or the raw ones
-    device:str|torch.device|None=None, # where to put the model; None: default_device()
-)->tuple[nn.Module, Schedule, dict]: # the model in eval mode, its noise schedule, the checkpoint's state.json
-    "Load a trained noise predictor from a checkpoint, with the schedule it was trained with."
-    p = Path(ckpt)
-    if not p.exists(): raise ValueError(f"no checkpoint at {p}")
-    if p.is_file(): raise ValueError(f"{p} is a file; a checkpoint is a folder {CKPT_PREFIX}XXXXXXXX/ (safetensors and state.json), or a run folder that holds them")
-    if not (p / "state.json").exists():
-        found = latest_checkpoint(p)
-        if found is None: raise ValueError(f"{p} holds no complete checkpoint (no {CKPT_PREFIX}*/state.json)")
-        p = found
-    meta = _read_json(p / "state.json")
-    try: model, cfg = _model_from_spec(meta["model"]), TrainConfig.from_dict(meta["config"])
-    except KeyError as e: raise ValueError(f"{p / 'state.json'} lacks the entry {e}; the checkpoint is damaged") from None
-    _load_weights(model, p / ("ema.safetensors" if ema else "model.safetensors"), meta.get("files"))
-    device = torch.device(device) if device is not None else default_device()
-    return model.to(device).eval(), Schedule.from_name(cfg.schedule, cfg.timesteps).to(device), meta
-
 # %% ../nbs/07_train.ipynb #f4371229
 def _dist_info()->tuple[int, int, int]:
     "(rank, world size, local rank) from torchrun's environment; (0, 1, 0) in a plain process."
     return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("LOCAL_RANK", 0))
-
-def _auto_precision(device:torch.device)->str:
-    "bf16 where the hardware computes in it natively (CUDA GPUs that support it, CPUs with AVX512-BF16 or AMX), else fp32."
-    if device.type == "cuda": return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
-    if device.type == "cpu":
-        try: return "bf16" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "fp32"
-        except (AttributeError, RuntimeError): return "fp32"
-    return "fp32"
 
 def _step_generator(seed:int, step:int, device:torch.device)->torch.Generator:
     "A generator for everything random in one step, seeded from (seed, step) alone."
@@ -316,9 +220,8 @@ def save_image_grid(
         r, q = divmod(i, nrow)
         grid[:, 1 + r * (h + 1): 1 + r * (h + 1) + h, 1 + q * (w + 1): 1 + q * (w + 1) + w] = x[i]
     arr = grid.permute(1, 2, 0).numpy()
-    path = Path(path); tmp = path.with_name(f".{path.name}.tmp")
-    matplotlib.image.imsave(tmp, arr[..., 0] if c == 1 else arr, cmap="gray" if c == 1 else None, vmin=0, vmax=1, format="png")
-    _fsync(tmp); os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        matplotlib.image.imsave(tmp, arr[..., 0] if c == 1 else arr, cmap="gray" if c == 1 else None, vmin=0, vmax=1, format="png")
 
 # %% ../nbs/07_train.ipynb #470e137d
 class Trainer:
@@ -337,7 +240,7 @@ class Trainer:
         if self.device.type == "cuda" and self.device.index is not None: torch.cuda.set_device(self.device)
         if self.world > 1 and not dist.is_initialized():
             dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo")   # NCCL between GPUs, gloo between CPU processes
-        self.precision = c.precision if c.precision != "auto" else _auto_precision(self.device)
+        self.precision = c.precision if c.precision != "auto" else auto_precision(self.device)
         if self.precision == "fp16" and self.device.type != "cuda": raise ValueError(f"precision fp16 needs a CUDA device, got {self.device}")
         self.dataset = dataset if dataset is not None else load_training_data(c)
         if len(self.dataset) < c.batch_size:
@@ -347,6 +250,9 @@ class Trainer:
         self.item_shape, self.is_image = tuple(x0.shape), x0.ndim == 3
         torch.manual_seed(c.seed)                                           # the model's initialisation
         model = model if model is not None else build_model(c, self.item_shape, getattr(self.dataset, "num_classes", None))
+        if getattr(model, "prediction", c.prediction) != c.prediction:
+            raise ValueError(f"the model records that it predicts {model.prediction!r}, but the config trains it to predict {c.prediction!r}")
+        model.prediction = c.prediction                                    # what it learns to predict: sampling and the checkpoint read it
         self.model = model.to(self.device)
         if c.channels_last and self.is_image: self.model = self.model.to(memory_format=torch.channels_last)
         self.ema = EMA(self.model, c.ema_decay, c.ema_warmup)
@@ -376,17 +282,8 @@ class Trainer:
     def is_main(self)->bool: return self.rank == 0
 
 # %% ../nbs/07_train.ipynb #6df4040b
-def _method(cls, kind:str|None=None):
-    "Attach function `_name` to `cls` as method `name` (a class split over several notebook cells); kind='classmethod' for a classmethod."
-    def attach(f):
-        name = f.__name__[1:]                                              # _save -> save, __batch -> _batch
-        f.__name__, f.__qualname__ = name, f"{cls.__name__}.{name}"
-        setattr(cls, name, classmethod(f) if kind == "classmethod" else f)
-        return f
-    return attach
-
-@_method(Trainer)
-def __batch(self:Trainer, step:int)->tuple[Tensor, Tensor]:
+@patch
+def _batch(self:Trainer, step:int)->tuple[Tensor, Tensor]:
     "This process's share of global batch `step`: (x, labels)."
     epoch, i = divmod(step, self.batches_per_epoch)
     if epoch != self._epoch:
@@ -400,8 +297,8 @@ def __batch(self:Trainer, step:int)->tuple[Tensor, Tensor]:
         x, y = torch.stack([torch.as_tensor(a) for a, _ in items]), torch.as_tensor([int(b) for _, b in items])
     return x.to(self.device, non_blocking=True), y.to(self.device)
 
-@_method(Trainer)
-def __noise(self:Trainer, step:int, x:Tensor)->tuple[Tensor, Tensor, Tensor, Tensor]:
+@patch
+def _noise(self:Trainer, step:int, x:Tensor)->tuple[Tensor, Tensor, Tensor, Tensor]:
     "t, eps, flip and label-drop masks for this process's share of step `step`, drawn for the whole global batch."
     c, B = self.config, self.config.batch_size
     g = _step_generator(c.seed, step, self.device)
@@ -412,8 +309,8 @@ def __noise(self:Trainer, step:int, x:Tensor)->tuple[Tensor, Tensor, Tensor, Ten
     share = slice(self.rank, None, self.world)                          # the same interleaving as the sampler's
     return t[share], eps[share].contiguous(), flip[share], drop[share]
 
-@_method(Trainer)
-def __train_step(self:Trainer, step:int)->float:
+@patch
+def _train_step(self:Trainer, step:int)->float:
     c = self.config
     x, y = self._batch(step)
     t, eps, flip, drop = self._noise(step, x)
@@ -445,74 +342,58 @@ def __train_step(self:Trainer, step:int)->float:
     return value
 
 # %% ../nbs/07_train.ipynb #ad99155d
-@_method(Trainer)
-def _save(self:Trainer)->Path|None:
+@patch
+def save(self:Trainer)->Path|None:
     "Write a checkpoint for the current step into the run folder, atomically; keep the newest `config.keep`. Returns its path (rank 0)."
     final = None
     if self.is_main:
         self.out.mkdir(parents=True, exist_ok=True)
         final = self.out / f"{CKPT_PREFIX}{self.step:08d}"
         if not (self._on_disk == self.step and (final / "state.json").exists()):   # else: this state is on disk (a finished run resumed), never rewritten
-            _write(self, final)
-        _prune(self)
+            self._write(final)
+        self._prune()
     if self.world > 1: dist.barrier()
     return final
 
+@patch
 def _write(self:Trainer, final:Path):
-    "Write every file into a hidden folder, flush them to disk, then rename the folder to `final` (atomic)."
-    tmp = self.out / f".{final.name}.tmp-{os.getpid()}"
-    if tmp.exists(): shutil.rmtree(tmp)
-    tmp.mkdir()
+    "Write this step's checkpoint with write_checkpoint: the weights, the EMA, the optimiser's and generators' state, and the JSON record."
     tensors, opt_meta = _split_optimizer(self.opt.state_dict())
     tensors["rng/torch"] = torch.get_rng_state()
     if torch.cuda.is_available():
         for i, st in enumerate(torch.cuda.get_rng_state_all()): tensors[f"rng/cuda/{i}"] = st
-    save_file({k: v.contiguous() for k, v in self.model.state_dict().items()}, tmp / "model.safetensors")
-    save_file({k: v.contiguous() for k, v in self.ema.model.state_dict().items()}, tmp / "ema.safetensors")
-    save_file(tensors, tmp / "state.safetensors")
-    meta = {"step": self.step, "config": asdict(self.config), "model": _model_spec(self.model), "optimizer": opt_meta,
+    meta = {"step": self.step, "config": asdict(self.config), "model": model_spec(self.model), "optimizer": opt_meta,
             "lr_schedule": {k: v for k, v in self.lr_sched.state_dict().items() if k != "lr_lambdas"},
             "scaler": self.scaler.state_dict(), "history": self.history, "log_window": self._log, "world_size": self.world,
             "data": {"name": getattr(self.dataset, "name", None), "n_levels": getattr(self.dataset, "n_levels", None),
-                     "num_classes": getattr(self.dataset, "num_classes", None), "item_shape": list(self.item_shape)},
-            "files": {f.name: _digest(f) for f in sorted(tmp.glob("*.safetensors"))}}   # checked on loading: damage is named, not loaded
-    (tmp / "state.json").write_text(json.dumps(meta, indent=1))
-    for f in tmp.iterdir(): _fsync(f)
-    _fsync(tmp)
-    if final.exists(): _discard(final)                                   # another state at this step (a run restarted from an older checkpoint)
-    os.replace(tmp, final)                                               # atomic: the checkpoint appears complete or not at all
-    _fsync(self.out)
+                     "num_classes": getattr(self.dataset, "num_classes", None), "item_shape": list(self.item_shape)}}
+    write_checkpoint(final, {"model.safetensors": self.model.state_dict(), "ema.safetensors": self.ema.model.state_dict(),
+                             "state.safetensors": tensors}, meta)   # replaces another state at this step (a run restarted from an older checkpoint)
     self._on_disk = self.step
 
-def _discard(folder:Path):
-    "Delete a checkpoint folder so that no half of it is ever listed: rename it to a hidden name (atomic), then delete that."
-    hidden = folder.with_name(f".{folder.name}.del-{os.getpid()}")
-    os.replace(folder, hidden); _fsync(folder.parent)
-    shutil.rmtree(hidden, ignore_errors=True)
-
+@patch
 def _prune(self:Trainer):
     "Delete all but the newest `config.keep` checkpoints, and what interrupted writes and deletions left behind."
-    for old in list_checkpoints(self.out)[:-self.config.keep]: _discard(old)
+    for old in list_checkpoints(self.out)[:-self.config.keep]: remove_folder(old)
     for stale in [*self.out.glob(f".{CKPT_PREFIX}*.tmp-*"), *self.out.glob(f".{CKPT_PREFIX}*.del-*")]:
         shutil.rmtree(stale, ignore_errors=True)
 
-@_method(Trainer, "classmethod")
-def _resume(cls,
+@patch(cls_method=True)
+def resume(cls:Trainer,
            run:str|Path, # a run folder (its latest checkpoint) or a checkpoint folder
            dataset:Dataset|None=None, # the training data; None: load config.data again
            **changes, # TrainConfig fields to change, e.g. steps=20_000 to train longer
           )->Trainer:
     "A Trainer restored from a checkpoint: weights, EMA, optimiser, learning-rate schedule, random state and step."
-    p = Path(run)
-    ckpt = p if (p / "state.json").exists() else latest_checkpoint(p)
-    if ckpt is None: raise ValueError(f"{p} holds no complete checkpoint to resume from")
-    meta = _read_json(ckpt / "state.json")
+    try: ckpt = find_checkpoint(run)
+    except ValueError as e: raise ValueError(f"{e}: nothing to resume from") from None
+    meta = read_checkpoint(ckpt)
     config = replace(TrainConfig.from_dict(meta["config"]), **changes)
-    trainer = cls(config, dataset=dataset, model=_model_from_spec(meta["model"]))
+    trainer = cls(config, dataset=dataset, model=model_from_spec(meta["model"]))
     files = meta.get("files")
-    _load_weights(trainer.model, ckpt / "model.safetensors", files)
-    _load_weights(trainer.ema.model, ckpt / "ema.safetensors", files)
-    tensors = _read_tensors(ckpt / "state.safetensors", files)
+    load_weights(trainer.model, ckpt / "model.safetensors", files)
+    load_weights(trainer.ema.model, ckpt / "ema.safetensors", files)
+    tensors = read_tensors(ckpt / "state.safetensors", files)
     trainer.opt.load_state_dict(_join_optimizer(tensors, meta["optimizer"]))
     trainer.lr_sched.load_state_dict({**meta["lr_schedule"], "lr_lambdas": [None]})
     if meta["scaler"]: trainer.scaler.load_state_dict(meta["scaler"])
@@ -557,8 +438,8 @@ class _StopSignals:
     def __exit__(self, *exc):
         for sig, old in self._saved.items(): signal.signal(sig, old)
 
-@_method(Trainer)
-def _fit(self:Trainer,
+@patch
+def fit(self:Trainer,
         until:int|None=None, # stop after this many steps in total; None: config.steps
        )->list: # the loss history: [step, mean loss of the last log_every steps] pairs
     "Train until step `until`, then write a checkpoint. SIGINT or SIGTERM ends the step in progress, saves it and raises `TrainingInterrupted`."
@@ -594,9 +475,9 @@ def _fit(self:Trainer,
     if signum: raise TrainingInterrupted(signum, self.step, path)
     return self.history
 
-@_method(Trainer)
-def _sample_grid(self:Trainer, path:str|Path|None=None, n:int|None=None)->Path|None:
-    "Draw config.n_samples images with the EMA weights (DDPM, Algorithm 2) and save them as a PNG grid (rank 0)."
+@patch
+def sample_grid(self:Trainer, path:str|Path|None=None, n:int|None=None)->Path|None:
+    "Draw config.n_samples images with the EMA weights (DDPM, Algorithm 2; read as config.prediction) and save them as a PNG grid (rank 0)."
     if not self.is_main: return None
     n = n or self.config.n_samples
     labels = torch.arange(n, device=self.device) % self.dataset.num_classes if self.config.conditional else None

@@ -22,16 +22,21 @@ def timestep_embedding(
     t:Tensor, # timesteps (b,), integer or float
     dim:int, # size of the embedding
     max_period:float=10_000., # 1/ω of the slowest frequency
-)->Tensor: # (b, dim) float32: sines then cosines, zero-padded if dim is odd
+    dtype:torch.dtype=torch.float32, # float32, or float64 for a float64 network (a bfloat16 network casts the float32 result)
+)->Tensor: # (b, dim) in dtype: sines then cosines, zero-padded if dim is odd
     "Sinusoidal embedding of t: sin(ω_i t) and cos(ω_i t), ω_i = max_period^(−i/(dim/2 − 1)) (DDPM, after Vaswani et al. 2017)."
     if dim < 4: raise ValueError(f"dim must be at least 4, got {dim}")
     half = dim // 2
-    freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32, device=t.device) / (half - 1))
-    args = t.float()[:, None] * freqs[None]                            # (b, half)
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=dtype, device=t.device) / (half - 1))
+    args = t.to(dtype)[:, None] * freqs[None]                            # (b, half)
     emb = torch.cat([args.sin(), args.cos()], dim=-1)
     return F.pad(emb, (0, 1)) if dim % 2 else emb
 
 # %% ../nbs/05_unet.ipynb #706f4b9e
+def _embedding(t:Tensor, dim:int, dtype:torch.dtype)->Tensor:
+    "The time embedding in a network's own dtype: computed in float64 for a float64 network, else in float32 and cast (bfloat16)."
+    return timestep_embedding(t, dim, dtype=torch.float64 if dtype == torch.float64 else torch.float32).to(dtype)
+
 def _check_timesteps(t:Tensor, b:int):
     "A network's t: an integer tensor (b,) of code steps (a float t is usually t/T passed by mistake)."
     if not isinstance(t, Tensor) or t.dtype.is_floating_point or t.dtype.is_complex or t.dtype == torch.bool:
@@ -148,7 +153,7 @@ class UNet(nn.Module):
         self.norm_out, self.conv_out = _norm(c, cfg.groups), _zero(nn.Conv2d(c, cfg.image_channels, 3, padding=1))
 
     def _embed(self, t:Tensor, labels:Tensor|None, b:int)->Tensor:
-        emb = self.emb(timestep_embedding(t, self.config.ch))
+        emb = self.emb(_embedding(t, self.config.ch, self.conv_in.weight.dtype))
         if self.label_emb is None:
             if labels is not None: raise ValueError("this UNet has no class conditioning (num_classes=None) but was given labels")
             return emb
@@ -214,7 +219,7 @@ class MLPDenoiser(nn.Module):
         "Predict the noise in the points x at steps t."
         if x.ndim != 2 or x.shape[1] != self.dim: raise ValueError(f"MLPDenoiser expects points (b, {self.dim}), got shape {tuple(x.shape)}")
         _check_timesteps(t, len(x))
-        e = self.emb(timestep_embedding(t, self.hidden))
+        e = self.emb(_embedding(t, self.hidden, self.inp.weight.dtype))
         if self.label_emb is not None:
             labels = torch.full((len(x),), -1, device=x.device) if labels is None else labels
             if ((labels < -1) | (labels >= self.num_classes)).any():

@@ -19,7 +19,7 @@ from ddpm_nb.data import ArrayDataset, load_dataset, load_digits, save_array
 from ddpm_nb.elbo import p_variance, q_posterior, x0_from_eps
 from ddpm_nb.forward import q_sample
 from ddpm_nb.loss import ddpm_loss, vlb_weight
-from ddpm_nb.sample import _step_coefs, ddim_step, ddpm_step, sample, timesteps
+from ddpm_nb.sample import SAMPLERS, ddim_step, ddpm_step, make_sampler, sample, timesteps
 from ddpm_nb.schedule import SCHEDULES, Schedule
 from ddpm_nb.train import Trainer, TrainConfig
 from ddpm_nb.unet import MLPDenoiser, UNet
@@ -185,9 +185,10 @@ def test_long_schedules_stay_finite(name):
         if isinstance(v, torch.Tensor): assert torch.isfinite(v).all(), f"{name}: {k} is not finite"
     assert (s.alpha_bar[1:] < s.alpha_bar[:-1]).all() and s.alpha_bar[-1] > 0 and s.alpha_bar[0] < 1
     for v in (p_variance(s, "beta"), p_variance(s, "beta_tilde"), vlb_weight(s)): assert torch.isfinite(v).all()
-    for sampler in ("ddpm", "ddim"):
+    for sampler, cls in SAMPLERS.items():
         for n in (4000, 50):
-            assert all(math.isfinite(c) for row in _step_coefs(s, timesteps(n, 4000), sampler, eta=1.) for c in row), (sampler, n)
+            smp = make_sampler(sampler, s, timesteps(n, 4000), **({"eta": 1.} if "eta" in cls.options else {}))
+            assert all(math.isfinite(c) for row in smp.coefs for c in row), (sampler, n)
     t = torch.arange(4000)
     x_t, eps = torch.randn(4000, 3), torch.randn(4000, 3)
     for out in (*ddpm_step(eps, t, x_t, s, noise=eps), *ddim_step(eps, t, t - 1, x_t, s, eta=1., noise=eps)):
