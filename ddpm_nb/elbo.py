@@ -188,7 +188,7 @@ def vlb_terms(
     model:nn.Module, # noise predictor, called as model(x_t, t) or model(x_t, t, cond); put in eval mode while it runs
     x0:Tensor, # clean data (b, ...) on the grid of n_levels levels in [-1, 1]
     s:Schedule, # the noise schedule the model was trained with
-    n_levels:int=256, # grey levels of the data: 256 for 8-bit images, 17 for digits
+    n_levels:int|None=256, # grey levels of the data: 256 for 8-bit images, 17 for digits; None: continuous data (points), L_0 a density
     variance:str="beta_tilde", # σ_t² of the reverse steps: "beta_tilde" or "beta"
     cond:Tensor|None=None, # labels (b,) for a class-conditional model
     generator:torch.Generator|None=None, # source of the noise that draws each x_t
@@ -219,7 +219,10 @@ def vlb_terms(
             mean_q, var_q = q_posterior(xb, x_t, tb, s)
             term = normal_kl(mean_q, var_q.clamp_min(1e-30).log(), mean_p, logvar_p).flatten(1).mean(1)   # L_{t-1}
             if t0 == 0:                                         # code t = 0 is the paper's t = 1: the decoder term L_0
-                term[:b] = -discretized_gaussian_log_likelihood(xb[:b], mean_p[:b], logvar_p[:b], n_levels).flatten(1).mean(1)
+                if n_levels is None:                            # continuous data: the decoder's Gaussian density, −log N(x_0; μ, σ²)
+                    nll0 = 0.5 * (math.log(2 * math.pi) + logvar_p[:b] + (xb[:b] - mean_p[:b]) ** 2 / logvar_p[:b].exp())
+                else: nll0 = -discretized_gaussian_log_likelihood(xb[:b], mean_p[:b], logvar_p[:b], n_levels)
+                term[:b] = nll0.flatten(1).mean(1)
             out[:, t0:t0 + len(ts)] = term.view(len(ts), b).T
         out[:, T] = prior_kl(x0, s).flatten(1).mean(1)          # L_T
     return out / _LN2
@@ -241,7 +244,7 @@ def nll_bits_per_dim(
     model:nn.Module, # noise predictor, called as model(x_t, t) or model(x_t, t, labels)
     data:Tensor, # (n, ...) data on the grid of n_levels levels in [-1, 1]; moved to the model's device chunk by chunk
     s:Schedule, # the noise schedule the model was trained with
-    n_levels:int=256, # grey levels: 256 for 8-bit images, 17 for digits
+    n_levels:int|None=256, # grey levels: 256 for 8-bit images, 17 for digits; None: continuous data (a bound on a density, which can be negative)
     variance:str="beta_tilde", # σ_t² of the reverse steps: "beta_tilde" or "beta"
     labels:Tensor|None=None, # (n,) labels for a class-conditional model
     generator:torch.Generator|None=None, # source of noise; fix it for a repeatable number

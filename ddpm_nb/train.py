@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import copy
+import inspect
 import math
 import os
 import shutil
@@ -21,7 +22,6 @@ import matplotlib.image
 import numpy as np
 import torch
 import torch.distributed as dist
-from fastcore.basics import patch
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import Dataset, DistributedSampler
@@ -38,7 +38,7 @@ from .schedule import SCHEDULES, Schedule
 from .unet import UNET_PRESETS, MLPDenoiser, UNet, UNetConfig
 
 # %% auto #0
-__all__ = ['RECIPES', 'TrainConfig', 'build_model', 'load_training_data', 'EMA', 'save_image_grid', 'Trainer',
+__all__ = ['RECIPES', 'TrainConfig', 'build_model', 'load_training_data', 'EMA', 'save_image_grid', 'Trainer', 'patch',
            'TrainingInterrupted']
 
 # %% ../nbs/07_train.ipynb #48ee9416
@@ -282,6 +282,15 @@ class Trainer:
     def is_main(self)->bool: return self.rank == 0
 
 # %% ../nbs/07_train.ipynb #6df4040b
+def patch(f=None, *, cls_method:bool=False):
+    "Make `f` a method of the class its first argument is annotated with, under f's own name: a class written over several cells (fastcore's @patch, without the dependency)."
+    if f is None: return lambda g: patch(g, cls_method=cls_method)
+    ann = f.__annotations__[next(iter(inspect.signature(f).parameters))]
+    cls = f.__globals__[ann] if isinstance(ann, str) else ann        # annotations are strings under `from __future__ import annotations`
+    f.__qualname__ = f"{cls.__name__}.{f.__name__}"
+    setattr(cls, f.__name__, classmethod(f) if cls_method else f)
+    return f
+
 @patch
 def _batch(self:Trainer, step:int)->tuple[Tensor, Tensor]:
     "This process's share of global batch `step`: (x, labels)."

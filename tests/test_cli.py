@@ -125,7 +125,7 @@ def test_eval(runs, work):
     (text, _), (js, _) = in_parallel([
         (["eval", "--ckpt", runs["digits"], "--n", 180, "--steps", 5, "--device", "cpu", "--no-progress"], 0),   # 180: the fewest for the digits
         (["eval", "--ckpt", runs["moons"], "--n", 200, "--steps", 5, "--json", "--device", "cpu", "--no-progress"], 0)], work)
-    assert text.startswith("digits: 180 samples, ddim 5 steps"), text
+    assert text.startswith("digits: 180 samples, DDIM 5 steps"), text
     report = json.loads(js)
     assert report["data"] == "moons" and report["settings"]["n"] == 200 and report["metrics"], report
 
