@@ -12,13 +12,14 @@ import os
 import platform
 import statistics
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 import torch
+
+from ddpm_nb.ckpt import atomic_path
 
 DIFFUSERS_HINT = "diffusers is not installed (pip install -e \".[bench]\")"
 
@@ -124,17 +125,8 @@ class Report:
 
 
 def write_atomic(path: str | Path, text: str):
-    "Write text to path through a temporary file in the same folder and os.replace: the file is whole or absent."
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text); f.flush(); os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    "Write text to path with the package's one atomic writer (ddpm_nb.ckpt.atomic_path): the file is whole or absent."
+    with atomic_path(path) as tmp: tmp.write_text(text)
 
 
 # ---------------------------------------------------------------- machine and command line

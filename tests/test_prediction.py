@@ -7,6 +7,7 @@ times larger, so the 3x margin separates right from wrong by far."""
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 from test_cli import finish, start
@@ -40,6 +41,15 @@ def test_each_prediction_samples_and_evaluates(runs):
     for p, r in reports.items():
         assert r["settings"]["prediction"] == p and r["settings"]["run"] == "DDIM 50 steps, eta 1"
         assert w2[p] <= 3 * w2["eps"], (p, w2)
+
+
+def test_cli_sample_says_what_it_reads(runs):
+    for p in ("x0", "v"):
+        out, _ = finish(start("sample", "--ckpt", f"runs/{p}", "--n", 500, "--steps", 20, "--npz", f"{p}.npz", "--out", f"{p}.png",
+                              "--device", "cpu", "--no-progress", cwd=runs))
+        assert f"DDIM 20 steps, {p}-prediction" in out, out
+        with np.load(runs / f"{p}.npz") as f: x = torch.from_numpy(f["x"])
+        assert x.abs().max() < 3 and abs(x.std() - reference_for("moons").eval.std()) < 0.25, (p, x.std())   # moons, not noise
 
 
 def test_reading_the_wrong_way_is_far_off(runs):
