@@ -85,7 +85,7 @@ def build_parser()->argparse.ArgumentParser:
     parser = _Parser(
         prog="ddpm_nb", formatter_class=_Formatter,
         description="Denoising diffusion probabilistic models (DDPM): train, sample, evaluate.",
-        epilog="examples:\n  ddpm_nb demo                                  # train on the digits, sample, evaluate (3½–5½ min on two CPU cores with native bf16, 6½–9 without)\n"
+        epilog="examples:\n  ddpm_nb demo                                  # train on the digits, sample, evaluate (3½–6½ min on two CPU cores with native bf16, 6½–9 without)\n"
                "  ddpm_nb train --data moons --out runs/moons   # 2-D points: a small MLP\n"
                "  ddpm_nb COMMAND --help                        # the options of one command")
     parser.add_argument("--version", action="version", version=f"ddpm_nb {__version__}")
@@ -436,7 +436,7 @@ COMMANDS["eval"] = ("print quality metrics of a checkpoint (chapter 9)",
     _eval_arguments, _eval)
 
 # %% ../nbs/10_cli.ipynb #df4232cb
-DEMO_STEPS = 3000 # 3 to 8 minutes of training on two CPU cores (65-98 ms a step in bf16, 120-162 in fp32); the digits are clear by then
+DEMO_STEPS = 3000 # 3 to 8 minutes of training on two CPU cores (65-117 ms a step in bf16, 120-162 in fp32); the digits are clear by then
 _DEMO = dict(data="digits", model="tiny", conditional=True, label_dropout=0.1, lr=1e-3, warmup=200, ema_decay=0.999, log_every=100, ckpt_every=500)
 
 def _demo_arguments(p:argparse.ArgumentParser):
@@ -478,7 +478,7 @@ def _demo(args)->int:
     return 0
 
 COMMANDS["demo"] = ("train a class-conditional model on the built-in digits, draw a sample grid, print its metrics",
-    "  ddpm_nb demo                          # DEMO_STEPS steps into ./ddpm_demo (3½–5½ min on two CPU cores with native bf16, 6½–9 without)\n"
+    "  ddpm_nb demo                          # DEMO_STEPS steps into ./ddpm_demo (3½–6½ min on two CPU cores with native bf16, 6½–9 without)\n"
     "  ddpm_nb demo --steps 6000 --out demo6k".replace("DEMO_STEPS", str(DEMO_STEPS)),
     _demo_arguments, _demo)
 
