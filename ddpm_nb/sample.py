@@ -166,7 +166,7 @@ class Sampler:
     "A reverse-process sampler for one run: __init__ computes the run's numbers once; step(i, x, denoise, generator) -> (x_next, x̂_0)."
     name:str = "" # its key in SAMPLERS and on the command line
     title:str = "" # what it is, in a phrase, for tables, figure titles and --help
-    options:tuple = () # the options of `sample` it reads, e.g. ("eta",)
+    options:tuple = () # the options of sample() it reads, e.g. ("eta",)
 
     def __init__(self,
                  s:Schedule, # the schedule the model was trained with
@@ -178,7 +178,7 @@ class Sampler:
     def step(self,
              i:int, # which visited step: x is at ts[i]
              x:Tensor, # the current sample (b, ...)
-             denoise, # denoise(x, t) -> (ε̂, x̂_0) at code step t (see `denoiser`)
+             denoise, # denoise(x, t) -> (ε̂, x̂_0) at code step t (see denoiser)
              generator:torch.Generator|None, # source of any noise the step adds
             )->tuple[Tensor, Tensor]: # x at the next visited step (x_0 after the last), and x̂_0
         raise NotImplementedError
@@ -244,7 +244,7 @@ def make_sampler(
     name:str, # a key of SAMPLERS
     s:Schedule, # the schedule the model was trained with
     ts:Tensor, # the visited code steps, decreasing
-    **options, # options of `sample` (eta, variance): those the sampler does not read must keep their defaults
+    **options, # options of sample() (eta, variance): those the sampler does not read must keep their defaults
 )->Sampler:
     "The sampler `name` of SAMPLERS, built for one run."
     if name not in SAMPLERS: raise ValueError(f"sampler must be one of {', '.join(map(repr, SAMPLERS))}; got {name!r}")
