@@ -360,7 +360,7 @@ def _draw(ckpt:str, n:int, sampler:str, steps:int, eta:float, label:int|None, gu
     x = torch.cat(chunks)
     if len(item_shape) == 3: x = x.clamp(-1, 1)
     folder = find_checkpoint(ckpt)
-    run = make_sampler(sampler, s, timesteps(steps, s.n_steps), **({"eta": eta} if eta else {})).describe()
+    run = make_sampler(sampler, s, timesteps(steps, s.n_steps), eta=eta).describe()
     what = (run + (f", {model.prediction}-prediction" if model.prediction != "eps" else "")
             + ("" if labels is None else f", label {label}" if label is not None else ", one row per class")
             + (f", guidance {guidance:g}" if guidance else "") + f", seed {seed}" + (f", batches of {bs}" if bs < n else "") + f", {precision}")

@@ -421,8 +421,8 @@ def evaluate(
     "Sample from the model and measure the samples against real data with chapter 9's metrics."
     prediction = prediction_of(model, prediction)
     ref = data if isinstance(data, Reference) else reference_for(data)
-    opts = {k: v for k, v in (("eta", eta), ("variance", sample_kwargs.get("variance", "beta_tilde"))) if v != {"eta": 0., "variance": "beta_tilde"}[k]}
-    run = make_sampler(sampler, s, timesteps(n_steps or s.n_steps, s.n_steps), **opts).describe()   # checks the sampler and its options first
+    run = make_sampler(sampler, s, timesteps(n_steps or s.n_steps, s.n_steps), eta=eta,      # checks the sampler and its options first
+                       variance=sample_kwargs.get("variance", "beta_tilde")).describe()
     n = n or (10 * len(ref.eval) if ref.is_image else len(ref.eval))
     classes = _num_classes(model)
     labels = torch.arange(n) % classes if classes else None
