@@ -125,7 +125,8 @@ def model_spec(
     prediction = prediction_of(model, prediction)
     if isinstance(model, UNet): return {"kind": "unet", "config": json.loads(model.config.to_json()), "prediction": prediction}
     if isinstance(model, MLPDenoiser):
-        return {"kind": "mlp", "config": {"dim": model.dim, "hidden": model.hidden, "n_blocks": len(model.blocks), "num_classes": model.num_classes},
+        return {"kind": "mlp", "config": {"dim": model.dim, "hidden": model.hidden, "n_blocks": len(model.blocks), "num_classes": model.num_classes,
+                                         "out_norm": model.out_norm},
                 "prediction": prediction}
     raise ValueError(f"checkpoints store UNet or MLPDenoiser models, got {type(model).__name__}")
 
@@ -134,7 +135,7 @@ def model_from_spec(
 )->nn.Module: # the network, freshly initialised, with .prediction set
     "Rebuild a network from its record (without weights)."
     if spec.get("kind") == "unet": model = UNet(UNetConfig.from_json(json.dumps(spec["config"])))
-    elif spec.get("kind") == "mlp": model = MLPDenoiser(**spec["config"])
+    elif spec.get("kind") == "mlp": model = MLPDenoiser(**{"out_norm": True, **spec["config"]})   # records before out_norm: the LayerNorm read-out
     else: raise ValueError(f"unknown model kind in checkpoint: {spec.get('kind')!r} (expected 'unet' or 'mlp')")
     check_prediction(spec.get("prediction", "eps"), "the model record's prediction")
     model.prediction = spec.get("prediction", "eps")

@@ -16,9 +16,7 @@ from .loss import prediction_of, split_prediction
 from .schedule import Schedule, extract
 
 # %% auto #0
-__all__ = ['SPACINGS', 'SAMPLERS', 'read_prediction', 'ddpm_coefs', 'ddpm_update', 'ddpm_step', 'ddim_coefs', 'ddim_update',
-           'ddim_step', 'timesteps', 'respace', 'Sampler', 'register_sampler', 'DDPM', 'DDIM', 'make_sampler',
-           'denoiser', 'sample', 'ddim_invert']
+__all__ = ['SPACINGS', 'SAMPLERS', 'read_prediction', 'ddpm_coefs', 'ddpm_update', 'ddpm_step', 'ddim_coefs', 'ddim_update', 'ddim_step', 'karras_steps', 'timesteps', 'respace', 'Sampler', 'register_sampler', 'DDPM', 'DDIM', 'make_sampler', 'denoiser', 'sample', 'ddim_invert', 'DPMSolverPP', 'Heun', 'default_sampler']
 
 # %% ../nbs/08_sample.ipynb #19eaf586
 def read_prediction(
@@ -133,17 +131,43 @@ def ddim_step(
     return ddim_update(x0_hat, eps, sa_next, c_eps, sigma, noise if eta > 0 else None), x0_hat
 
 # %% ../nbs/08_sample.ipynb #7ac9b168
-SPACINGS = ("linspace", "leading", "trailing")
+SPACINGS = ("linspace", "leading", "trailing", "karras")
+
+def _distinct(ts:np.ndarray, T:int)->np.ndarray:
+    "Increasing integer steps made distinct within [0, T-1], each moved as little as needed."
+    ts = ts.copy()
+    for k in range(1, len(ts)): ts[k] = max(ts[k], ts[k - 1] + 1)
+    ts[-1] = min(ts[-1], T - 1)
+    for k in range(len(ts) - 2, -1, -1): ts[k] = min(ts[k], ts[k + 1] - 1)
+    return ts
+
+def karras_steps(
+    n_steps:int, # steps to visit
+    s:Schedule, # the schedule: its σ(t) = √(1−ᾱ_t)/√ᾱ_t at t = T-1 and 0 bound the run
+    rho:float=7., # ρ: larger puts more steps at low noise (Karras et al. 2022 use 7)
+)->np.ndarray: # (n_steps,) increasing code steps
+    "Karras et al.'s noise levels σ_i = (σ_max^(1/ρ) + i/(n-1) (σ_min^(1/ρ) − σ_max^(1/ρ)))^ρ, each at the code step nearest in log σ."
+    ab = s.float64()["alpha_bar"].cpu()
+    log_sigma = 0.5 * (torch.log1p(-ab) - ab.log())                    # increasing in t
+    lo, hi = log_sigma[0].exp().item() ** (1 / rho), log_sigma[-1].exp().item() ** (1 / rho)
+    sigma = (hi + torch.linspace(0, 1, n_steps, dtype=torch.float64) * (lo - hi)) ** rho
+    nearest = (sigma.log()[:, None] - log_sigma[None]).abs().argmin(1).numpy()
+    return _distinct(nearest[::-1].astype(np.int64), len(ab))
 
 def timesteps(
     n_steps:int, # steps to take, 1..T
     T:int, # steps of the schedule
-    spacing:str="linspace", # "linspace", "leading" or "trailing"
+    spacing:str="linspace", # "linspace", "leading", "trailing" or "karras"
+    s:Schedule|None=None, # the schedule, which "karras" needs (the others need only T)
 )->Tensor: # (n_steps,) LongTensor, decreasing code steps
     "The decreasing subsequence of code steps 0..T-1 that a sampler with n_steps steps visits."
     if spacing not in SPACINGS: raise ValueError(f"spacing must be one of {', '.join(map(repr, SPACINGS))}, got {spacing!r}")
     if isinstance(n_steps, bool) or not isinstance(n_steps, (int, np.integer)) or not 1 <= n_steps <= T:
         raise ValueError(f"n_steps must be an integer in [1, {T}] (the schedule's T), got {n_steps!r}")
+    if spacing == "karras":
+        if s is None or s.n_steps != T: raise ValueError(f"spacing 'karras' needs the schedule: pass s, a Schedule with T={T} steps")
+        if n_steps == 1: return torch.tensor([T - 1])
+        return torch.as_tensor(karras_steps(n_steps, s).copy()).flip(0)
     if spacing == "linspace": ts = np.linspace(0, T - 1, n_steps).round()
     elif spacing == "leading": ts = np.arange(n_steps) * (T // n_steps)
     else: ts = np.round(np.arange(T, 0, -T / n_steps)).astype(np.int64)[:n_steps] - 1
@@ -167,6 +191,7 @@ class Sampler:
     name:str = "" # its key in SAMPLERS and on the command line
     title:str = "" # what it is, in a phrase, for tables, figure titles and --help
     options:tuple = () # the options of sample() it reads, e.g. ("eta",)
+    spacing:str = "linspace" # the spacing of timesteps() it visits unless told otherwise
 
     def __init__(self,
                  s:Schedule, # the schedule the model was trained with
@@ -174,6 +199,11 @@ class Sampler:
         self.s, self.ts = s, [int(t) for t in ts]
 
     def __len__(self)->int: return len(self.ts)
+
+    @property
+    def nfe(self)->int:
+        "Network calls in the run (one per step unless the method says otherwise)."
+        return len(self.ts)
 
     def step(self,
              i:int, # which visited step: x is at ts[i]
@@ -185,7 +215,8 @@ class Sampler:
 
     def describe(self)->str:
         "The run in a few words, e.g. 'DDIM 50 steps, eta 1'."
-        return f"{self.name.upper()} {len(self)} steps"
+        calls = f" ({self.nfe} network calls)" if self.nfe != len(self) else ""
+        return f"{self.name.upper()} {len(self)} steps{calls}"
 
 SAMPLERS:dict = {} # name -> Sampler subclass: the one list of samplers
 
@@ -243,12 +274,15 @@ _OPTION_DEFAULTS = {"eta": 0., "variance": "beta_tilde"}
 def make_sampler(
     name:str, # a key of SAMPLERS
     s:Schedule, # the schedule the model was trained with
-    ts:Tensor, # the visited code steps, decreasing
+    ts:Tensor|int, # the visited code steps, decreasing; or how many to visit, spaced by `spacing`
+    spacing:str|None=None, # when ts is a number: a spacing of SPACINGS; None: the sampler's own
     **options, # options of sample() (eta, variance): those the sampler does not read must keep their defaults
 )->Sampler:
     "The sampler `name` of SAMPLERS, built for one run."
     if name not in SAMPLERS: raise ValueError(f"sampler must be one of {', '.join(map(repr, SAMPLERS))}; got {name!r}")
     cls = SAMPLERS[name]
+    if not isinstance(ts, Tensor): ts = timesteps(ts, s.n_steps, spacing or cls.spacing, s)
+    elif spacing is not None: raise ValueError(f"spacing={spacing!r} applies when ts is a number of steps, not a tensor of steps")
     for k, v in options.items():
         if k not in cls.options and v != _OPTION_DEFAULTS.get(k):
             takes = [repr(n) for n, c in SAMPLERS.items() if k in c.options]
@@ -309,7 +343,7 @@ def sample(
     eta:float=0., # DDIM's η (0: deterministic)
     variance:str="beta_tilde", # DDPM's σ_t²: "beta_tilde" or "beta"
     clip:bool|None=None, # clip x̂_0 to [-1, 1]; None: for images (4-D shapes) only
-    spacing:str="linspace", # which steps a shorter run visits: "linspace", "leading", "trailing"
+    spacing:str|None=None, # which steps a shorter run visits (SPACINGS); None: the sampler's own, linspace for ddpm and ddim
     labels:Tensor|None=None, # class labels (b,) for a class-conditional model; -1: no label
     guidance_scale:float=0., # classifier-free guidance weight w (needs labels)
     prediction:str|None=None, # what the model predicts: "eps", "x0" or "v"; None: model.prediction if it has one, else "eps"
@@ -327,8 +361,7 @@ def sample(
         raise ValueError(f"shape must be (b, ...) with b and every size a positive int, got {tuple(shape)}")
     dev = _model_device(model)
     s = s.to(dev)
-    ts = timesteps(s.n_steps if n_steps is None else n_steps, s.n_steps, spacing)
-    smp = make_sampler(sampler, s, ts, eta=eta, variance=variance)
+    smp = make_sampler(sampler, s, s.n_steps if n_steps is None else n_steps, eta=eta, variance=variance, spacing=spacing)
     if labels is not None:
         labels = torch.as_tensor(labels, device=dev).long()
         if labels.shape != (shape[0],): raise ValueError(f"labels must have shape ({shape[0]},), got {tuple(labels.shape)}")
@@ -339,7 +372,7 @@ def sample(
     if tuple(x.shape) != tuple(shape): raise ValueError(f"x_T must have shape {tuple(shape)}, got {tuple(x.shape)}")
     check_finite(x, "x_T")
     denoise = denoiser(model, s, prediction, labels, guidance_scale, clip)
-    every = (trajectory_every or max(1, len(ts) // 10)) if return_trajectory else None
+    every = (trajectory_every or max(1, len(smp) // 10)) if return_trajectory else None
     with eval_mode(model), torch.inference_mode():
         x, traj = _run(smp, x, denoise, generator, progress, every)
     if not torch.isfinite(x).all():                                     # one check at the end, not a sync per step
@@ -354,7 +387,7 @@ def ddim_invert(
     x0:Tensor, # images (or points) to invert (b, ...)
     s:Schedule, # the schedule the model was trained with
     n_steps:int=50, # steps up the sequence (the same subsequence sample() would visit)
-    spacing:str="linspace", # "linspace", "leading" or "trailing"
+    spacing:str="linspace", # a spacing of SPACINGS
     labels:Tensor|None=None, # class labels (b,) for a class-conditional model
     prediction:str|None=None, # what the model predicts; None: model.prediction if it has one, else "eps"
     progress:bool=False, # show a progress bar
@@ -364,10 +397,76 @@ def ddim_invert(
     check_like(x0, x0, "x0", "x0")
     dev = _model_device(model)
     s = s.to(dev)
-    ts = timesteps(n_steps, s.n_steps, spacing).flip(0)                # increasing: the network is called at the step to go to,
+    ts = timesteps(n_steps, s.n_steps, spacing, s).flip(0)                # increasing: the network is called at the step to go to,
     up = DDIM(s, ts, to=ts, at=torch.cat([ts.new_tensor([-1]), ts[:-1]]))   # with x still at the step before (-1: x_0)
     x = x0.to(dev, torch.float64 if _param_dtype(model) == torch.float64 else torch.float32)
     labels = None if labels is None else torch.as_tensor(labels, device=dev).long()
     with eval_mode(model), torch.inference_mode():
         x, _ = _run(up, x, denoiser(model, s, prediction, labels), None, progress)
     return x
+
+# %% ../nbs/08a_solvers.ipynb #0acae24a
+def _alpha_bars(s:Schedule, ts:list[int])->tuple[Tensor, Tensor]:
+    "ᾱ at the visited steps and at the steps they go to (the next visited one; 1 at x_0), float64."
+    ab1 = torch.cat([torch.ones(1, dtype=torch.float64), s.float64()["alpha_bar"].cpu()])   # ᾱ at code step k is ab1[k + 1]
+    t = torch.as_tensor(ts)
+    return ab1[t + 1], ab1[torch.cat([t[1:], t.new_tensor([-1])]) + 1]
+
+@register_sampler
+class DPMSolverPP(Sampler):
+    "DPM-Solver++ (Lu et al. 2022) in data prediction: order 2 is the multistep 2M method; order 1 is DDIM with eta 0."
+    name, title, options, spacing = "dpm++2m", "DPM-Solver++(2M): second order, one network call a step", (), "karras"
+
+    def __init__(self, s:Schedule, ts:Tensor,
+                 order:int=2, # 1: constant x̂_0 over a step (DDIM); 2: linear in λ, from the previous step's x̂_0
+                 lower_order_final:bool=True): # first order for the second-to-last step when there are fewer than 15
+        super().__init__(s, ts)
+        if order not in (1, 2): raise ValueError(f"order must be 1 or 2, got {order!r}")
+        ab, ab_next = _alpha_bars(s, self.ts)
+        lam = lambda a: 0.5 * (a.log() - torch.log1p(-a))               # λ = log(√ᾱ/√(1−ᾱ)); +inf at x_0
+        h = lam(ab_next) - lam(ab)
+        keep = ((1 - ab_next) / (1 - ab)).sqrt()                        # √(1−ᾱ')/√(1−ᾱ) = e^{−h} √ᾱ'/√ᾱ: 0 at x_0
+        mix = ab_next.sqrt() * -torch.expm1(-h)                         # √ᾱ' (1 − e^{−h}): 1 at x_0
+        r = torch.cat([h.new_tensor([1.]), h[:-1] / h[1:]])             # h_prev / h
+        n = len(self.ts)
+        first = [order == 1 or i == 0 or i == n - 1 or (lower_order_final and n < 15 and i == n - 2) for i in range(n)]
+        self.coefs = list(zip(keep.tolist(), mix.tolist(), r.tolist(), first))
+        self.order, self.x0_prev = order, None
+
+    def step(self, i, x, denoise, generator):
+        eps, x0_hat = denoise(x, self.ts[i])
+        keep, mix, r, first = self.coefs[i]
+        d = x0_hat if first else (1 + 0.5 / r) * x0_hat - (0.5 / r) * self.x0_prev
+        self.x0_prev = x0_hat
+        return keep * x + mix * d, x0_hat
+
+# %% ../nbs/08a_solvers.ipynb #aaf5e0a4
+@register_sampler
+class Heun(Sampler):
+    "Heun's second-order method on the probability-flow ODE in (σ, x/√ᾱ) (Karras et al. 2022, Algorithm 1 without churn)."
+    name, title, options, spacing = "heun", "Heun: second order, two network calls a step (one for the last)", (), "karras"
+
+    def __init__(self, s:Schedule, ts:Tensor):
+        super().__init__(s, ts)
+        ab, ab_next = _alpha_bars(s, self.ts)
+        sigma, sigma_next = ((1 - ab) / ab).sqrt(), ((1 - ab_next) / ab_next).sqrt()
+        self.coefs = list(zip(ab.sqrt().tolist(), ab_next.sqrt().tolist(), (sigma_next - sigma).tolist()))
+        self.t_next = self.ts[1:] + [-1]
+
+    @property
+    def nfe(self)->int: return 2 * len(self.ts) - 1
+
+    def step(self, i, x, denoise, generator):
+        sa, sa_next, d_sigma = self.coefs[i]
+        eps, x0_hat = denoise(x, self.ts[i])
+        y_euler = x / sa + d_sigma * eps                                # Euler in y = x/√ᾱ
+        if self.t_next[i] < 0: return y_euler * sa_next, x0_hat         # the last step: to x_0 (√ᾱ' = 1)
+        eps_next, _ = denoise(y_euler * sa_next, self.t_next[i])
+        return (x / sa + d_sigma * (eps + eps_next) / 2) * sa_next, x0_hat
+
+# %% ../nbs/08a_solvers.ipynb #4113945f
+def default_sampler(
+    item_shape:tuple, # the shape of one sample: (d,) for points, (c, h, w) for images
+)->str: # a key of SAMPLERS
+    "The sampler used when none is named: DDPM's stochastic steps for points, DDIM (eta 0) for images; chapter 8a measures why."
+    return "ddpm" if len(item_shape) == 1 else "ddim"

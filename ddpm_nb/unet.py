@@ -201,15 +201,17 @@ class MLPDenoiser(nn.Module):
                  dim:int=2, # size of a data point
                  hidden:int=256, # width of every layer
                  n_blocks:int=3, # residual blocks
-                 num_classes:int|None=None): # class-conditional when set (label -1: no label)
+                 num_classes:int|None=None, # class-conditional when set (label -1: no label)
+                 out_norm:bool=False): # LayerNorm and SiLU before the output layer (the first release's network: its output is bounded)
         super().__init__()
-        self.dim, self.hidden, self.num_classes = dim, hidden, num_classes
+        self.dim, self.hidden, self.num_classes, self.out_norm = dim, hidden, num_classes, out_norm
         self.emb = nn.Sequential(nn.Linear(hidden, hidden), nn.SiLU(), nn.Linear(hidden, hidden))
         self.label_emb = nn.Embedding(num_classes + 1, hidden) if num_classes else None
         self.inp = nn.Linear(dim, hidden)
         self.blocks = nn.ModuleList([nn.Sequential(nn.LayerNorm(hidden), nn.Linear(hidden, hidden), nn.SiLU(), nn.Linear(hidden, hidden))
                                      for _ in range(n_blocks)])
-        self.out = nn.Sequential(nn.LayerNorm(hidden), nn.SiLU(), nn.Linear(hidden, dim))
+        # a linear read-out of the residual stream, which carries inp(x): the output can grow with x, as ε ≈ x_t at t ≈ T needs
+        self.out = nn.Sequential(nn.LayerNorm(hidden), nn.SiLU(), nn.Linear(hidden, dim)) if out_norm else nn.Linear(hidden, dim)
 
     def forward(self,
                 x:Tensor, # points x_t (b, dim)

@@ -332,7 +332,7 @@ def ddim_case(draw):
     T = len(betas)
     if draw(st.booleans()):
         n = draw(st.integers(1, min(T, 60)))
-        steps = timesteps(n, T, draw(st.sampled_from(SPACINGS))).tolist()
+        steps = timesteps(n, T, draw(st.sampled_from(SPACINGS)), Schedule(betas)).tolist()
     else:
         steps = sorted(draw(st.sets(st.integers(0, T - 1), min_size=1, max_size=min(T, 60))), reverse=True)
     shape = draw(image_shape())
@@ -392,7 +392,7 @@ def test_sample_ddim_with_oracle_is_exact(betas, data):
     s = Schedule(betas)
     ab = alpha_bar64(betas)
     model = OracleDenoiser(x0_star, ab)
-    steps = timesteps(n, T, spacing).tolist()
+    steps = timesteps(n, T, spacing, s).tolist()
     eps0 = oracle_eps64(x_T.double().numpy(), steps[0], x0_star, ab)
     out, traj = sample(model, shape, s, sampler="ddim", n_steps=n, eta=0., spacing=spacing, clip=clip, x_T=x_T,
                        return_trajectory=True, trajectory_every=1, progress=False)
@@ -415,13 +415,13 @@ def test_sample_ddim_with_oracle_is_exact(betas, data):
 @given(T=st.integers(1, 1000), data=st.data())
 def test_timesteps_are_distinct_and_decreasing(T, data):
     """timesteps(n, T, spacing) is n distinct, strictly decreasing code steps in [0, T−1] for every 1 ≤ n ≤ T and
-    every spacing; "trailing" starts at T−1, and "linspace" with n ≥ 2 runs from T−1 to 0 (the paper's t = T to t = 1).
+    every spacing; "trailing" starts at T−1, and "linspace" and "karras" with n ≥ 2 run from T−1 to 0 (the paper's t = T to t = 1).
     (linspace with n = 1 visits t = 0 only, np.linspace's and diffusers' convention, so it is not asserted here.)"""
     n = data.draw(st.integers(1, T), label="n")
     spacing = data.draw(st.sampled_from(SPACINGS), label="spacing")
-    ts = timesteps(n, T, spacing)
+    ts = timesteps(n, T, spacing, Schedule(torch.linspace(1e-4, 0.02, T, dtype=torch.float64)))
     assert ts.dtype == torch.long and ts.shape == (n,)
     assert int(ts.min()) >= 0 and int(ts.max()) <= T - 1
     assert bool((ts[1:] < ts[:-1]).all())
     if spacing == "trailing" or (spacing == "linspace" and n > 1): assert int(ts[0]) == T - 1
-    if spacing == "linspace" and n > 1: assert int(ts[-1]) == 0
+    if spacing in ("linspace", "karras") and n > 1: assert int(ts[0]) == T - 1 and int(ts[-1]) == 0
