@@ -11,6 +11,7 @@ import json
 import signal
 import sys
 import tempfile
+import textwrap
 import time
 import warnings
 from dataclasses import asdict, fields
@@ -25,7 +26,7 @@ from .ckpt import atomic_path, find_checkpoint, latest_checkpoint, load_model, r
 from .data import TORCHVISION_DATASETS, DataOptionError, load_dataset, load_torchvision, save_array
 from .forward import auto_precision
 from .loss import PREDICTIONS, WEIGHTINGS
-from .sample import SAMPLERS, make_sampler, sample, timesteps
+from .sample import SAMPLERS, SPACINGS, default_sampler, make_sampler, sample
 from .schedule import SCHEDULES
 from .train import RECIPES, TrainConfig, Trainer, TrainingInterrupted, save_image_grid
 from .unet import UNET_PRESETS, UNet
@@ -322,14 +323,26 @@ def _save_npz(path:str|Path, x:torch.Tensor, labels:torch.Tensor|None):
     if labels is not None and (labels >= 0).all(): arrays["y"] = labels.cpu().numpy().astype(np.int64)
     with atomic_path(path) as tmp, open(tmp, "wb") as f: np.savez(f, **arrays)   # a file object: savez adds no .npz to the name
 
+def _view(x:np.ndarray)->tuple[np.ndarray, np.ndarray]:
+    "Axis limits that show the bulk of 2-D points (the 0.5-99.5 percentiles, padded), whatever a few far ones do."
+    lo, hi = np.percentile(x, [0.5, 99.5], axis=0)
+    pad = 0.15 * max(float((hi - lo).max()), 1e-6)
+    return lo - pad, hi + pad
+
 def _save_scatter(path:str|Path, x:torch.Tensor, labels:torch.Tensor|None, title:str):
-    "2-D points as a scatter plot PNG, coloured by class when there are labels."
-    fig = Figure(figsize=(4.2, 4.2), dpi=100)
+    "2-D points as a scatter plot PNG, coloured by class when there are labels; far-away points are counted, not allowed to shrink the view."
+    fig = Figure(figsize=(4.6, 4.6), dpi=100)
     ax = fig.add_subplot()
     x = x.float().cpu().numpy()
     colour = labels.cpu().numpy() if labels is not None and (labels >= 0).all() else None
     ax.scatter(x[:, 0], x[:, 1], s=3, **({} if colour is None else dict(c=colour, cmap="tab10", vmin=0, vmax=max(9, colour.max()))))
-    ax.set_aspect("equal"); ax.set_title(title, fontsize=9)
+    lo, hi = _view(x)
+    ax.set_xlim(lo[0], hi[0]); ax.set_ylim(lo[1], hi[1]); ax.set_aspect("equal")
+    outside = int(((x < lo) | (x > hi)).any(1).sum())
+    if outside:
+        ax.text(0.02, 0.02, f"{outside} of {len(x)} points outside this view (farthest at |x| = {np.abs(x).max():.3g})",
+                transform=ax.transAxes, fontsize=7, color="red")
+    ax.set_title("\n".join(textwrap.wrap(title, 60)), fontsize=8)
     fig.tight_layout()
     with atomic_path(path) as tmp: fig.savefig(tmp, format="png")
 
@@ -339,13 +352,18 @@ def _save_grid(path:str|Path, x:torch.Tensor, nrow:int|None, scale:int|None):
     save_image_grid(x.repeat_interleave(k, -2).repeat_interleave(k, -1), path, nrow=nrow)
 
 # %% ../nbs/10_cli.ipynb #59b8ca3d
-def _draw(ckpt:str, n:int, sampler:str, steps:int, eta:float, label:int|None, guidance:float, seed:int, device:str|None, progress:bool,
-          batch_size:int|None=None, precision:str="fp32"):
-    "Load a checkpoint and draw n samples, `batch_size` at a time: (samples, labels, grid row length, checkpoint folder, step, a one-line description)."
+def _check_eta(eta:float, sampler:str):
     if eta and "eta" not in SAMPLERS[sampler].options:
         raise CLIError(f"--eta {eta:g} applies to --sampler {' or '.join(k for k, c in SAMPLERS.items() if 'eta' in c.options)} only")
+
+def _draw(ckpt:str, n:int, sampler:str|None, steps:int, eta:float, label:int|None, guidance:float, seed:int, device:str|None, progress:bool,
+          batch_size:int|None=None, precision:str="fp32", spacing:str|None=None):
+    "Load a checkpoint and draw n samples, `batch_size` at a time: (samples, labels, grid row length, checkpoint folder, step, a one-line description)."
+    if sampler is not None: _check_eta(eta, sampler)
     model, s, meta = load_model(ckpt, device=device)
     item_shape, num_classes = _model_io(model)
+    sampler = sampler or default_sampler(item_shape)
+    _check_eta(eta, sampler)
     labels, per_row = _labels(label, n, num_classes)
     if guidance and labels is None: raise CLIError(f"--guidance {guidance} needs a class-conditional model (trained with --conditional)")
     if steps > s.n_steps: raise CLIError(f"--steps {steps}: the model was trained with T = {s.n_steps} steps, the most a sampler can take")
@@ -355,22 +373,29 @@ def _draw(ckpt:str, n:int, sampler:str, steps:int, eta:float, label:int|None, gu
     g, bs, chunks = torch.Generator(dev).manual_seed(seed), batch_size or n, []   # one generator through the batches, on the model's device
     with torch.autocast(dev.type, dtype=dtype or torch.float32, enabled=dtype is not None):   # the network in bf16; the sampler's arithmetic stays fp32
         for i in range(0, n, bs):
-            chunks.append(sample(model, (min(bs, n - i), *item_shape), s, sampler=sampler, n_steps=steps, eta=eta,
+            chunks.append(sample(model, (min(bs, n - i), *item_shape), s, sampler=sampler, n_steps=steps, eta=eta, spacing=spacing,
                                  labels=None if labels is None else labels[i:i + bs], guidance_scale=guidance, generator=g, progress=progress).float().cpu())
     x = torch.cat(chunks)
     if len(item_shape) == 3: x = x.clamp(-1, 1)
     folder = find_checkpoint(ckpt)
-    run = make_sampler(sampler, s, timesteps(steps, s.n_steps), eta=eta).describe()
+    run = make_sampler(sampler, s, steps, spacing, eta=eta).describe() + (f", {spacing} spacing" if spacing else "")
     what = (run + (f", {model.prediction}-prediction" if model.prediction != "eps" else "")
             + ("" if labels is None else f", label {label}" if label is not None else ", one row per class")
             + (f", guidance {guidance:g}" if guidance else "") + f", seed {seed}" + (f", batches of {bs}" if bs < n else "") + f", {precision}")
     return x, labels, per_row, folder, meta["step"], what
 
+def _sampler_arguments(p:argparse.ArgumentParser):
+    "--sampler, --steps and --spacing, shared by sample and eval; their help reads the registry."
+    p.add_argument("--sampler", choices=tuple(SAMPLERS), default=None,
+                   help="; ".join(f"{k}: {c.title}" for k, c in SAMPLERS.items()) + "; default: ddpm for 2-D points, ddim for images (chapter 8a)")
+    p.add_argument("--steps", metavar="N", type=_positive_int, default=50, help="denoising steps (at most the model's T); heun calls the network twice a step")
+    p.add_argument("--spacing", choices=SPACINGS, default=None,
+                   help="which of the T steps to visit; default: the sampler's own (" + ", ".join(f"{k}: {c.spacing}" for k, c in SAMPLERS.items()) + ")")
+
 def _sample_arguments(p:argparse.ArgumentParser):
     p.add_argument("--ckpt", required=True, metavar="DIR", help="a run folder (its last checkpoint) or a checkpoint folder (required)")
     p.add_argument("--n", metavar="N", type=_positive_int, default=64, help="samples to draw")
-    p.add_argument("--sampler", choices=tuple(SAMPLERS), default="ddim", help="; ".join(f"{k}: {c.title}" for k, c in SAMPLERS.items()))
-    p.add_argument("--steps", metavar="N", type=_positive_int, default=50, help="denoising steps (at most the model's T)")
+    _sampler_arguments(p)
     p.add_argument("--eta", metavar="ETA", type=_nonneg_float, default=0., help="DDIM's eta: 0 deterministic, 1 DDPM's variance")
     p.add_argument("--label", metavar="K", type=int, default=None, help="class to draw (-1: no label); default: the classes in turn, one row each (class-conditional models)")
     p.add_argument("--guidance", metavar="W", type=_nonneg_float, default=0., help="classifier-free guidance weight w (class-conditional models)")
@@ -387,8 +412,10 @@ def _sample_arguments(p:argparse.ArgumentParser):
 def _sample(args)->int:
     "ddpm_nb sample: draw from a checkpoint into a PNG and/or an .npz file."
     if not (args.out or args.npz): args.subparser.error("nothing to write: give --out FILE.png, --npz FILE.npz, or both")
+    for flag, name, ext in (("--out", args.out, ".png"), ("--npz", args.npz, ".npz")):
+        if name and not name.lower().endswith(ext): args.subparser.error(f"{flag} writes a {ext[1:]} file: give a name ending in {ext}, got {name!r}")
     x, labels, per_row, folder, step, what = _draw(args.ckpt, args.n, args.sampler, args.steps, args.eta, args.label, args.guidance,
-                                                    args.seed, args.device, args.progress, args.batch_size, args.precision)
+                                                    args.seed, args.device, args.progress, args.batch_size, args.precision, args.spacing)
     print(f"{args.n} samples from {folder} (step {step}): {what}")
     if args.out:
         if x.ndim == 4: _save_grid(args.out, x, args.nrow or per_row, args.scale)
@@ -400,17 +427,17 @@ def _sample(args)->int:
 
 COMMANDS["sample"] = ("draw samples from a checkpoint into a PNG and/or an .npz file",
     "  ddpm_nb sample --ckpt runs/digits --out grid.png                         # DDIM, 50 steps\n"
+    "  ddpm_nb sample --ckpt runs/digits --sampler dpm++2m --steps 10 --out fast.png\n"
     "  ddpm_nb sample --ckpt runs/digits --sampler ddpm --steps 1000 --out ddpm.png\n"
     "  ddpm_nb sample --ckpt runs/digits --label 7 --guidance 3 --n 16 --out sevens.png --npz sevens.npz\n"
-    "  ddpm_nb sample --ckpt runs/moons/ckpt-00005000 --n 2000 --out moons.png  # 2-D points: a scatter plot",
+    "  ddpm_nb sample --ckpt runs/moons/ckpt-00005000 --n 2000 --out moons.png  # 2-D points: DDPM, 50 steps; a scatter plot",
     _sample_arguments, _sample)
 
 # %% ../nbs/10_cli.ipynb #a0634cb5
 def _eval_arguments(p:argparse.ArgumentParser):
     p.add_argument("--ckpt", required=True, metavar="DIR", help="a run folder (its last checkpoint) or a checkpoint folder (required)")
     p.add_argument("--n", metavar="N", type=_positive_int, default=1000, help="samples to draw and compare with the held-out data")
-    p.add_argument("--sampler", choices=tuple(SAMPLERS), default="ddim", help="; ".join(f"{k}: {c.title}" for k, c in SAMPLERS.items()))
-    p.add_argument("--steps", metavar="N", type=_positive_int, default=50, help="denoising steps")
+    _sampler_arguments(p)
     p.add_argument("--eta", metavar="ETA", type=_nonneg_float, default=0., help="DDIM's eta")
     p.add_argument("--guidance", metavar="W", type=_nonneg_float, default=0., help="classifier-free guidance weight (class-conditional models)")
     p.add_argument("--seed", metavar="N", type=int, default=0, help="seed of the samples")
@@ -418,15 +445,17 @@ def _eval_arguments(p:argparse.ArgumentParser):
     p.add_argument("--device", type=_device, default=None, help="cpu, cuda, cuda:N or mps; default: the best available")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="show progress bars")
 
-def _evaluate(ckpt:str, n:int, sampler:str, steps:int, eta:float, guidance:float, seed:int, device:str|None, progress:bool):
+def _evaluate(ckpt:str, n:int, sampler:str|None, steps:int, eta:float, guidance:float, seed:int, device:str|None, progress:bool,
+              spacing:str|None=None):
     "Chapter 9's report on a checkpoint."
     from ddpm_nb.metrics import evaluate_checkpoint                     # here, so that the other commands do not import it
+    if sampler is not None: _check_eta(eta, sampler)
     return evaluate_checkpoint(ckpt, n=n, sampler=sampler, n_steps=steps, eta=eta, guidance_scale=guidance, seed=seed,
-                               device=device, progress=progress)
+                               device=device, progress=progress, spacing=spacing)
 
 def _eval(args)->int:
     "ddpm_nb eval: print chapter 9's metrics of a checkpoint."
-    report = _evaluate(args.ckpt, args.n, args.sampler, args.steps, args.eta, args.guidance, args.seed, args.device, args.progress)
+    report = _evaluate(args.ckpt, args.n, args.sampler, args.steps, args.eta, args.guidance, args.seed, args.device, args.progress, args.spacing)
     print(json.dumps(report.as_dict(), indent=1) if args.json else report)
     return 0
 

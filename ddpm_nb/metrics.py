@@ -19,7 +19,7 @@ from .ckpt import atomic_path, load_model
 from .data import BUILTIN_DATASETS, BUILTIN_PREFIX, POINT_SETS, ArrayDataset, builtin_name, load_dataset
 from .elbo import nll_bits_per_dim
 from .loss import prediction_of
-from .sample import make_sampler, sample, timesteps
+from .sample import default_sampler, make_sampler, sample
 
 # %% auto #0
 __all__ = ['BETTER', 'FeatureNet', 'train_classifier', 'classifier_for', 'features', 'class_accuracy', 'mean_cov',
@@ -407,7 +407,7 @@ def evaluate(
     s, # its Schedule
     data:str|Path|Reference, # what it was trained on: a dataset name, a path, or a Reference
     n:int|None=None, # samples to draw; default: 10 × the eval half for images, the eval half for points
-    sampler:str="ddim", # a key of SAMPLERS: "ddpm" or "ddim"
+    sampler:str|None=None, # a key of SAMPLERS; None: default_sampler (DDPM for points, DDIM for images)
     n_steps:int|None=50, # sampling steps; None: all T
     eta:float=0., # DDIM's η
     guidance_scale:float=0., # classifier-free guidance w (class-conditional models)
@@ -416,13 +416,15 @@ def evaluate(
     prediction:str|None=None, # what the model predicts; None: model.prediction if it has one (load_model sets it), else "eps"
     nll:bool=False, # also the NLL bound in bits/dim on the held-out data (T+1 network calls per image: slow)
     progress:bool=False, # show a progress bar per sampling batch
-    **sample_kwargs, # more options of sample(): variance, clip, spacing
+    spacing:str|None=None, # which steps to visit (SPACINGS); None: the sampler's own
+    **sample_kwargs, # more options of sample(): variance, clip
 )->EvalReport:
     "Sample from the model and measure the samples against real data with chapter 9's metrics."
     prediction = prediction_of(model, prediction)
     ref = data if isinstance(data, Reference) else reference_for(data)
-    run = make_sampler(sampler, s, timesteps(n_steps or s.n_steps, s.n_steps), eta=eta,      # checks the sampler and its options first
-                       variance=sample_kwargs.get("variance", "beta_tilde")).describe()
+    sampler = sampler or default_sampler(tuple(ref.train.shape[1:]))
+    run = make_sampler(sampler, s, n_steps or s.n_steps, spacing, eta=eta,      # checks the sampler and its options first
+                       variance=sample_kwargs.get("variance", "beta_tilde")).describe() + (f", {spacing} spacing" if spacing else "")
     n = n or (10 * len(ref.eval) if ref.is_image else len(ref.eval))
     classes = _num_classes(model)
     labels = torch.arange(n) % classes if classes else None
@@ -430,7 +432,7 @@ def evaluate(
     parts, t0 = [], time.perf_counter()
     for i in range(0, n, batch_size):
         b = min(batch_size, n - i)
-        parts.append(sample(model, (b, *ref.train.shape[1:]), s, sampler=sampler, n_steps=n_steps, eta=eta,
+        parts.append(sample(model, (b, *ref.train.shape[1:]), s, sampler=sampler, n_steps=n_steps, eta=eta, spacing=spacing,
                             labels=None if labels is None else labels[i:i + b], guidance_scale=guidance_scale,
                             prediction=prediction, generator=g, progress=progress, **sample_kwargs).float().cpu())
     seconds = time.perf_counter() - t0
@@ -442,7 +444,7 @@ def evaluate(
         b = nll_bits_per_dim(model, held, s, ref.n_levels, labels=hl, generator=torch.Generator().manual_seed(seed), prediction=prediction)
         rows.append(Metric("nll_bits_per_dim", b.total, None, f"variational bound on the {'held-out' if ref.held_out else 'training'} images, ± {b.stderr:.3f}"))
     settings = dict(n=n, sampler=sampler, n_steps=n_steps or s.n_steps, eta=eta, guidance_scale=guidance_scale, seed=seed,
-                    prediction=prediction, run=run)
+                    prediction=prediction, run=run, spacing=spacing)
     return EvalReport(ref.name, settings, seconds, rows, _verdict(rows, ref, n))
 
 def _verdict(rows:list, ref:Reference, n:int)->str:

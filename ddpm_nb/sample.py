@@ -415,11 +415,10 @@ def _alpha_bars(s:Schedule, ts:list[int])->tuple[Tensor, Tensor]:
 @register_sampler
 class DPMSolverPP(Sampler):
     "DPM-Solver++ (Lu et al. 2022) in data prediction: order 2 is the multistep 2M method; order 1 is DDIM with eta 0."
-    name, title, options, spacing = "dpm++2m", "DPM-Solver++(2M): second order, one network call a step", (), "karras"
+    name, title, options, spacing = "dpm++2m", "DPM-Solver++(2M), second-order multistep, one network call a step", (), "karras"
 
     def __init__(self, s:Schedule, ts:Tensor,
-                 order:int=2, # 1: constant x̂_0 over a step (DDIM); 2: linear in λ, from the previous step's x̂_0
-                 lower_order_final:bool=True): # first order for the second-to-last step when there are fewer than 15
+                 order:int=2): # 1: constant x̂_0 over a step (DDIM); 2: linear in λ, from the previous step's x̂_0
         super().__init__(s, ts)
         if order not in (1, 2): raise ValueError(f"order must be 1 or 2, got {order!r}")
         ab, ab_next = _alpha_bars(s, self.ts)
@@ -428,8 +427,7 @@ class DPMSolverPP(Sampler):
         keep = ((1 - ab_next) / (1 - ab)).sqrt()                        # √(1−ᾱ')/√(1−ᾱ) = e^{−h} √ᾱ'/√ᾱ: 0 at x_0
         mix = ab_next.sqrt() * -torch.expm1(-h)                         # √ᾱ' (1 − e^{−h}): 1 at x_0
         r = torch.cat([h.new_tensor([1.]), h[:-1] / h[1:]])             # h_prev / h
-        n = len(self.ts)
-        first = [order == 1 or i == 0 or i == n - 1 or (lower_order_final and n < 15 and i == n - 2) for i in range(n)]
+        first = [order == 1 or i == 0 or i == len(self.ts) - 1 for i in range(len(self.ts))]   # no previous x̂_0; λ' = ∞
         self.coefs = list(zip(keep.tolist(), mix.tolist(), r.tolist(), first))
         self.order, self.x0_prev = order, None
 
@@ -444,7 +442,7 @@ class DPMSolverPP(Sampler):
 @register_sampler
 class Heun(Sampler):
     "Heun's second-order method on the probability-flow ODE in (σ, x/√ᾱ) (Karras et al. 2022, Algorithm 1 without churn)."
-    name, title, options, spacing = "heun", "Heun: second order, two network calls a step (one for the last)", (), "karras"
+    name, title, options, spacing = "heun", "Heun's second-order method, two network calls a step (one for the last)", (), "karras"
 
     def __init__(self, s:Schedule, ts:Tensor):
         super().__init__(s, ts)

@@ -21,6 +21,7 @@ def test_first_format_loads_as_an_eps_predictor():
     model, s, meta = load_model(OLD, device="cpu")
     assert model.prediction == "eps" and meta["model"]["prediction"] == "eps"
     assert type(model).__name__ == "MLPDenoiser" and s.n_steps == 100 and s.name == "linear"
+    assert model.out_norm                                                       # the first release's MLP: LayerNorm before its output
     x = sample(model, (64, 2), s, sampler="ddim", n_steps=10, generator=torch.Generator().manual_seed(0), progress=False)
     assert x.shape == (64, 2) and torch.isfinite(x).all()
 
@@ -33,10 +34,11 @@ def test_first_format_resumes_into_the_current_one(tmp_path):
     trainer.fit()
     new = read_checkpoint(run / "ckpt-00000024")
     assert new["format"] == CKPT_FORMAT and new["model"]["prediction"] == "eps" and new["step"] == 24
+    assert new["model"]["config"]["out_norm"] is True                          # the network it was trained as, said explicitly now
 
 
 def test_cli_samples_a_first_format_checkpoint(tmp_path):
     out = subprocess.run([sys.executable, "-m", "ddpm_nb.cli", "sample", "--ckpt", str(OLD), "--n", "50", "--steps", "5",
                           "--npz", str(tmp_path / "x.npz"), "--device", "cpu", "--no-progress"], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
-    assert "DDIM 5 steps" in out.stdout and (tmp_path / "x.npz").exists()
+    assert "DDPM 5 steps" in out.stdout and (tmp_path / "x.npz").exists()     # the default sampler for points

@@ -73,7 +73,9 @@ def test_help_everywhere(work):
     for (out, _), cmd in zip(outs[1:], ("train", "sample", "eval", "demo")):
         assert out.startswith(f"usage: ddpm_nb {cmd}") and "(default: " in out and "examples:" in out, out
     assert "--batch-size N" in outs[1][0] and "(default: 128)" in outs[1][0]
-    assert "--sampler {ddpm,ddim}" in outs[2][0] and "(default: ddim)" in outs[2][0]
+    sample_help = " ".join(outs[2][0].split())                           # argparse wraps lines
+    assert "--sampler {ddpm,ddim,dpm++2m,heun}" in sample_help and "default: ddpm for 2-D points, ddim for images" in sample_help
+    assert "--spacing {linspace,leading,trailing,karras}" in sample_help and "dpm++2m: karras" in sample_help
 
 
 def test_train_writes_checkpoints(runs):
@@ -117,6 +119,7 @@ def test_sample_images(runs, work):
 def test_sample_points(runs, work):
     out, _ = ddpm_nb("sample", "--ckpt", runs["moons"], "--n", 300, "--out", "moons.png", "--npz", "moons.npz", "--no-progress", cwd=work)
     assert "wrote moons.png" in out and (work / "moons.png").read_bytes()[:4] == b"\x89PNG"
+    assert "DDPM 50 steps" in out, out                                  # the default sampler for points (chapter 8a)
     with np.load(work / "moons.npz") as f:
         assert f["x"].shape == (300, 2) and "y" not in f.files         # unconditional: no labels
 
@@ -128,6 +131,7 @@ def test_eval(runs, work):
     assert text.startswith("digits: 180 samples, DDIM 5 steps"), text
     report = json.loads(js)
     assert report["data"] == "moons" and report["settings"]["n"] == 200 and report["metrics"], report
+    assert report["settings"]["sampler"] == "ddpm" and report["settings"]["run"] == "DDPM 5 steps", report["settings"]
 
 
 def test_demo_tiny(work):
@@ -140,7 +144,8 @@ def test_demo_tiny(work):
 
 def test_bad_arguments_exit_2(work):
     cases = [["frobnicate"], ["train", "--data", "digits", "--out", "x", "--steps", "ten"], ["sample", "--ckpt", "x", "--sampler", "euler"],
-             ["sample", "--ckpt", "x"], ["train", "--data", "digits", "--dry-run"]]
+             ["sample", "--ckpt", "x"], ["train", "--data", "digits", "--dry-run"], ["sample", "--ckpt", "x", "--out", "x.npz"],
+             ["sample", "--ckpt", "x", "--spacing", "cosine"]]
     outs = in_parallel([(c, 2) for c in cases], work)
     for (out, err), c in zip(outs, cases):                               # the short usage line and the error, not every option
         assert err.startswith("usage: ddpm_nb") and err.count("\n") == 2 and "error:" in err.split("\n")[1] and not out, (c, err)
@@ -149,6 +154,8 @@ def test_bad_arguments_exit_2(work):
     assert "argument --steps: expected an integer >= 1, got 'ten'" in outs[1][1]
     assert "invalid choice: 'euler'" in outs[2][1]
     assert "--out DIR is required" in outs[4][1]
+    assert "--out writes a png file: give a name ending in .png, got 'x.npz'" in outs[5][1]
+    assert "argument --spacing: invalid choice: 'cosine'" in outs[6][1]
 
 
 def test_missing_and_broken_checkpoints_exit_1(runs, work):

@@ -47,7 +47,7 @@ def test_cli_sample_says_what_it_reads(runs):
     for p in ("x0", "v"):
         out, _ = finish(start("sample", "--ckpt", f"runs/{p}", "--n", 500, "--steps", 20, "--npz", f"{p}.npz", "--out", f"{p}.png",
                               "--device", "cpu", "--no-progress", cwd=runs))
-        assert f"DDIM 20 steps, {p}-prediction" in out, out
+        assert f"DDPM 20 steps, {p}-prediction" in out, out                # DDPM: the default for points
         with np.load(runs / f"{p}.npz") as f: x = torch.from_numpy(f["x"])
         assert x.abs().max() < 3 and abs(x.std() - reference_for("moons").eval.std()) < 0.25, (p, x.std())   # moons, not noise
 
