@@ -1,4 +1,5 @@
-"""Sampler overhead: ddpm_nb.sample.sample against a hand-written loop over diffusers' DDPMScheduler and DDIMScheduler.
+"""Sampler overhead: ddpm_nb.sample.sample against a hand-written loop over diffusers' DDPMScheduler, DDIMScheduler and
+DPMSolverMultistepScheduler (DPM-Solver++(2M), given the same visited steps: the Karras spacing of chapter 8a).
 
 1. With a noise predictor that costs next to nothing (a gather and a multiply), a loop's time is the sampler's own
    work: the Python around each step, the step's arithmetic, the noise. Ours should take at most 0.8x diffusers' time.
@@ -61,11 +62,12 @@ def ours(model, shape, s, seed, **kw):
     return sample(model, shape, s, generator=torch.Generator().manual_seed(seed), progress=False, **kw)
 
 
-def diffusers_loop(model, shape, sched, seed, n_steps=None, eta=None):
+def diffusers_loop(model, shape, sched, seed, n_steps=None, eta=None, steps=None):
     "The loop of diffusers' DDPMPipeline / DDIMPipeline, written out: one scheduler.step per timestep."
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(shape, generator=g)
     if n_steps is not None: sched.set_timesteps(n_steps)
+    if steps is not None: sched.set_timesteps(timesteps=steps)     # the visited steps given explicitly
     extra = {} if eta is None else {"eta": eta}
     with torch.inference_mode():
         for t in sched.timesteps:
@@ -80,6 +82,16 @@ def schedulers(clip: bool):
     ddpm = DDPMScheduler(num_train_timesteps=T, variance_type="fixed_small", clip_sample=clip)
     ddim = DDIMScheduler(num_train_timesteps=T, clip_sample=clip, set_alpha_to_one=True, steps_offset=0)
     return ddpm, ddim
+
+
+def dpm_solver():
+    "diffusers' DPM-Solver++(2M), configured as chapter 8a's: data prediction, order 2, first order at the last step (to σ = 0)."
+    from diffusers import DPMSolverMultistepScheduler
+    return DPMSolverMultistepScheduler(num_train_timesteps=T, algorithm_type="dpmsolver++", solver_order=2, final_sigmas_type="zero")
+
+
+def karras_steps_list(n):
+    return timesteps(n, T, "karras", Schedule.from_name("linear", T)).tolist()
 
 
 def check_spacings(rep: Report):
@@ -106,11 +118,12 @@ def same_outputs(rep: Report, shape, seed=0):
              ("DDPM 1000 steps, x̂_0 clipped", dict(sampler="ddpm", clip=True), True, {}),
              ("DDIM 50 steps, η = 0", dict(sampler="ddim", n_steps=50, eta=0., spacing="leading", clip=False), False, dict(n_steps=50, eta=0.)),
              ("DDIM 50 steps, η = 1", dict(sampler="ddim", n_steps=50, eta=1., spacing="leading", clip=False), False, dict(n_steps=50, eta=1.))]
+    cases.append(("DPM-Solver++(2M) 20 steps, Karras", dict(sampler="dpm++2m", n_steps=20, clip=False), False, dict(steps=karras_steps_list(20))))
     worst = 0.
     for name, kw, clip, dkw in cases:
         ddpm, ddim = schedulers(clip)
         a = ours(m, shape, s, seed, **kw)
-        b = diffusers_loop(m, shape, ddpm if kw["sampler"] == "ddpm" else ddim, seed, **dkw)
+        b = diffusers_loop(m, shape, {"ddpm": ddpm, "ddim": ddim}.get(kw["sampler"]) or dpm_solver(), seed, **dkw)
         diff = (a - b).abs().max().item()
         worst = max(worst, diff)
         rep.add(BENCH, f"same outputs: max abs diff, {name}", diff, "{:.1e}", target="≤ 1e-3", ok=diff <= 1e-3)
@@ -124,10 +137,11 @@ def overhead(rep: Report, args, shape):
     n_ddpm = 1000
     cases = [("DDPM 1000 steps, no clipping", dict(sampler="ddpm", clip=False), False, {}, n_ddpm),
              ("DDPM 1000 steps, x̂_0 clipped", dict(sampler="ddpm", clip=True), True, {}, n_ddpm),
-             ("DDIM 50 steps, η = 0", dict(sampler="ddim", n_steps=50, eta=0., spacing="leading", clip=False), False, dict(n_steps=50, eta=0.), 50)]
+             ("DDIM 50 steps, η = 0", dict(sampler="ddim", n_steps=50, eta=0., spacing="leading", clip=False), False, dict(n_steps=50, eta=0.), 50),
+             ("DPM-Solver++(2M) 20 steps, Karras", dict(sampler="dpm++2m", n_steps=20, clip=False), False, dict(steps=karras_steps_list(20)), 20)]
     for name, kw, clip, dkw, n in cases:
         ddpm, ddim = schedulers(clip)
-        sched = ddpm if kw["sampler"] == "ddpm" else ddim
+        sched = {"ddpm": ddpm, "ddim": ddim}.get(kw["sampler"]) or dpm_solver()
         times = alternate({"ours": lambda: ours(m, shape, s, 0, **kw), "diffusers": lambda: diffusers_loop(m, shape, sched, 0, **dkw)},
                           rounds(args), args.warmup, repeat=1 if n > 100 else 5)
         r = ratio(times, "ours", "diffusers")

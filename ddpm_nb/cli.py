@@ -170,7 +170,7 @@ def _train_arguments(p:argparse.ArgumentParser):
     g = p.add_argument_group("model")
     opt(g, "--preset", "model", "the network: a U-Net preset for images, or mlp for 2-D points", shown="default: mlp for points, tiny for images",
         choices=(*UNET_PRESETS, "mlp"))
-    opt(g, "--model-changes", "model_changes", "network settings to change, as JSON, e.g. '{\"dropout\": 0}' (UNetConfig fields, or the MLP's hidden, n_blocks)",
+    opt(g, "--model-changes", "model_changes", "network settings to change, as JSON, e.g. '{\"dropout\": 0}' (UNetConfig fields, or the MLP's hidden, n_blocks, out_norm)",
         shown="default: {}", type=_json_object, metavar="JSON")
     opt(g, "--conditional", "conditional", "condition on the data's labels, for class-conditional sampling and guidance", action=argparse.BooleanOptionalAction)
     opt(g, "--label-dropout", "label_dropout", "with --conditional: share of labels dropped, so the model also learns to sample with no label (guidance)", type=float, metavar="P")

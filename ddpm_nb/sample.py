@@ -338,7 +338,7 @@ def sample(
     model:nn.Module, # the network: model(x_t, t) or model(x_t, t, labels)
     shape:tuple, # (b, ...) of the samples, e.g. (64, 1, 8, 8)
     s:Schedule, # the schedule the model was trained with
-    sampler:str="ddpm", # a key of SAMPLERS: "ddpm" (Algorithm 2) or "ddim"
+    sampler:str="ddpm", # a key of SAMPLERS: "ddpm" (Algorithm 2), "ddim", or chapter 8a's "dpm++2m" and "heun"
     n_steps:int|None=None, # steps to take; None: all T (respaced DDPM or strided DDIM when fewer)
     eta:float=0., # DDIM's η (0: deterministic)
     variance:str="beta_tilde", # DDPM's σ_t²: "beta_tilde" or "beta"

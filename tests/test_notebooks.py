@@ -37,7 +37,7 @@ def flags(source: str) -> set[str]:
 
 def test_notebooks_found():
     names = {p.name for p in NOTEBOOKS}
-    assert {"index.ipynb", *(f"{n}.ipynb" for n in ("01_forward", "02_schedule", "03_vae", "04_loss", "05_unet", "05a_ckpt", "06_data", "07_train", "08_sample", "09_eval", "10_cli", "11_scale"))} <= names, names
+    assert {"index.ipynb", *(f"{n}.ipynb" for n in ("01_forward", "02_schedule", "03_vae", "04_loss", "05_unet", "05a_ckpt", "06_data", "07_train", "08_sample", "08a_solvers", "09_eval", "10_cli", "11_scale"))} <= names, names
 
 
 @pytest.mark.parametrize("nb", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])

@@ -6,7 +6,7 @@
 - Each solver from the command line: train (v-prediction, class-conditional), sample with guidance, evaluate.
 - The 2-D default path: `ddpm_nb train --data moons --steps 1500` then `ddpm_nb sample --n 2000` throws no point beyond
   |x| > 4 and lands within 3 times the real-data sliced W2 distance (chapter 8a measures why the default sampler for points
-  is DDPM and why the MLP reads its output linearly).
+  is DDPM and why the MLP reads its output linearly); the first release's MLP (`out_norm`) still trains, loads and samples.
 """
 import json
 
@@ -15,6 +15,7 @@ import pytest
 import torch
 from test_cli import finish, start
 
+from ddpm_nb.ckpt import load_model
 from ddpm_nb.metrics import point_metrics, reference_for
 from ddpm_nb.sample import DPMSolverPP, _run, denoiser, timesteps
 from ddpm_nb.schedule import Schedule
@@ -92,3 +93,13 @@ def test_two_d_default_path(runs):
     w2 = {m.name: m for m in point_metrics(x, reference_for("moons"), 0)}["sliced_w2"]
     print(f"sliced W2 {w2.value:.4f}, real data {w2.floor:.4f}: {w2.value / w2.floor:.2f}x")
     assert w2.value <= 3 * w2.floor
+
+
+def test_first_release_mlp_from_the_command_line(tmp_path):
+    "out_norm=True (the first release's MLP) through --model-changes: recorded, loaded, sampled."
+    finish(start("train", "--data", "moons", "--steps", 20, "--batch-size", 64, "--model-changes", '{"out_norm": true}', "--out", "runs/old",
+                 "--device", "cpu", "--no-progress", cwd=tmp_path))
+    model, _, meta = load_model(tmp_path / "runs/old", device="cpu")
+    assert model.out_norm and meta["model"]["config"]["out_norm"] is True and "out.0.weight" in model.state_dict()
+    out, _ = finish(start("sample", "--ckpt", "runs/old", "--n", 50, "--npz", "x.npz", "--device", "cpu", "--no-progress", cwd=tmp_path))
+    assert "DDPM 50 steps" in out and (tmp_path / "x.npz").exists()
