@@ -2,7 +2,7 @@
 
 `python benchmarks/run_all.py --quick` (with diffusers installed) and `python benchmarks/scale.py --quick` run in a subprocess, as a user runs them. Only what does not depend on the
 machine's speed is asserted: the exit status, that every benchmark reported, the markdown file, and the same-outputs
-check (ours and diffusers' DDPM and DDIM from the same x_T and noise agree to float32 rounding). No timing is asserted.
+check (ours and diffusers' DDPM, DDIM and DPM-Solver++(2M) from the same x_T and noise agree to float32 rounding). No timing is asserted.
 The subprocess runs with one thread (OMP_NUM_THREADS=1), so a busy machine slows it less; the benchmarks themselves
 leave torch's thread count at its default.
 """
@@ -32,7 +32,7 @@ def test_run_all_quick(tmp_path):
         assert f"== {name}:" in res.stdout, f"the {name} benchmark did not report"
     assert "machine: CPU" in res.stdout and "torch threads" in res.stdout
     diffs = {k: float(v) for k, v in re.findall(r"same outputs: max abs diff, ([^:]+): ([-+0-9.e]+)", res.stdout)}
-    assert len(diffs) == 4, res.stdout[-3000:]                     # DDPM with and without clipping, DDIM η = 0 and 1
+    assert len(diffs) == 5, res.stdout[-3000:]                     # DDPM with and without clipping, DDIM η = 0 and 1, DPM-Solver++(2M)
     assert max(diffs.values()) < 1e-3, diffs                       # samples are O(1): float32 rounding over 1000 steps
     md = out.read_text()
     assert md.startswith("# ddpm_nb benchmarks") and all(f"| {name} |" in md for name in NAMES)
