@@ -25,6 +25,7 @@ mnist_requirements = shlex.split(cfg.get("mnist_requirements", ""))
 bench_requirements = shlex.split(cfg.get("bench_requirements", ""))
 fid_requirements = shlex.split(cfg.get("fid_requirements", ""))
 inception_requirements = shlex.split(cfg.get("inception_requirements", ""))
+hub_requirements = shlex.split(cfg.get("hub_requirements", ""))
 lib_path = cfg["lib_path"]
 
 
@@ -58,7 +59,7 @@ setuptools.setup(
     include_package_data=True,
     python_requires=f">={min_python}",
     install_requires=requirements,
-    extras_require={"dev": dev_requirements, "mnist": mnist_requirements, "bench": bench_requirements, "fid": fid_requirements, "inception": inception_requirements},
+    extras_require={"dev": dev_requirements, "mnist": mnist_requirements, "bench": bench_requirements, "fid": fid_requirements, "inception": inception_requirements, "hub": hub_requirements},
     zip_safe=False,
     entry_points={
         "console_scripts": cfg.get("console_scripts", "").split(),

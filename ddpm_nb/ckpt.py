@@ -180,7 +180,11 @@ def find_checkpoint(
     if p.is_file(): raise ValueError(f"{p} is a file; a checkpoint is a folder {CKPT_PREFIX}XXXXXXXX/ (safetensors and state.json), or a run folder that holds them")
     if (p / "state.json").exists(): return p
     found = latest_checkpoint(p)
-    if found is None: raise ValueError(f"{p} holds no complete checkpoint (no {CKPT_PREFIX}*/state.json)")
+    if found is None:
+        if (p / "model_index.json").exists() or (p / "config.json").exists():   # a diffusers folder: chapter 12's load_diffusers reads it
+            raise ValueError(f"{p} holds no complete checkpoint (no {CKPT_PREFIX}*/state.json): it is a diffusers folder, which "
+                             "ddpm_nb.interop.load_diffusers and `ddpm_nb sample --ckpt` read (a run's data and training record are not in it)")
+        raise ValueError(f"{p} holds no complete checkpoint (no {CKPT_PREFIX}*/state.json)")
     return found
 
 def read_checkpoint(

@@ -22,9 +22,10 @@ import torch
 from matplotlib.figure import Figure
 
 from . import __version__
-from .ckpt import atomic_path, find_checkpoint, latest_checkpoint, load_model, read_checkpoint
+from .ckpt import atomic_path, find_checkpoint, latest_checkpoint, read_checkpoint
 from .data import TORCHVISION_DATASETS, DataOptionError, load_dataset, load_torchvision, save_array
 from .forward import auto_precision
+from .interop import load_any, save_diffusers
 from .loss import PREDICTIONS, WEIGHTINGS
 from .sample import SAMPLERS, SPACINGS, default_sampler, make_sampler, sample
 from .schedule import SCHEDULES
@@ -358,9 +359,10 @@ def _check_eta(eta:float, sampler:str):
 
 def _draw(ckpt:str, n:int, sampler:str|None, steps:int, eta:float, label:int|None, guidance:float, seed:int, device:str|None, progress:bool,
           batch_size:int|None=None, precision:str="fp32", spacing:str|None=None):
-    "Load a checkpoint and draw n samples, `batch_size` at a time: (samples, labels, grid row length, checkpoint folder, step, a one-line description)."
+    "Load a checkpoint or a diffusers folder and draw n samples, `batch_size` at a time: (samples, labels, grid row length, folder, step or None, a one-line description)."
     if sampler is not None: _check_eta(eta, sampler)
-    model, s, meta = load_model(ckpt, device=device)
+    model, s, meta = load_any(ckpt, device=device)
+    how = meta.get("sampling", {})                                      # a diffusers folder's scheduler: DDPM's variance, clipping
     item_shape, num_classes = _model_io(model)
     sampler = sampler or default_sampler(item_shape)
     _check_eta(eta, sampler)
@@ -368,17 +370,18 @@ def _draw(ckpt:str, n:int, sampler:str|None, steps:int, eta:float, label:int|Non
     if guidance and labels is None: raise CLIError(f"--guidance {guidance} needs a class-conditional model (trained with --conditional)")
     if steps > s.n_steps: raise CLIError(f"--steps {steps}: the model was trained with T = {s.n_steps} steps, the most a sampler can take")
     dev = next(model.parameters()).device
+    options = {k: v for k, v in how.items() if k == "clip" or k in SAMPLERS[sampler].options}
     precision = auto_precision(dev) if precision == "auto" else precision
     dtype = {"bf16": torch.bfloat16, "fp32": None}[precision]
     g, bs, chunks = torch.Generator(dev).manual_seed(seed), batch_size or n, []   # one generator through the batches, on the model's device
     with torch.autocast(dev.type, dtype=dtype or torch.float32, enabled=dtype is not None):   # the network in bf16; the sampler's arithmetic stays fp32
         for i in range(0, n, bs):
-            chunks.append(sample(model, (min(bs, n - i), *item_shape), s, sampler=sampler, n_steps=steps, eta=eta, spacing=spacing,
+            chunks.append(sample(model, (min(bs, n - i), *item_shape), s, sampler=sampler, n_steps=steps, eta=eta, spacing=spacing, **options,
                                  labels=None if labels is None else labels[i:i + bs], guidance_scale=guidance, generator=g, progress=progress).float().cpu())
     x = torch.cat(chunks)
     if len(item_shape) == 3: x = x.clamp(-1, 1)
-    folder = find_checkpoint(ckpt)
-    run = make_sampler(sampler, s, steps, spacing, eta=eta).describe() + (f", {spacing} spacing" if spacing else "")
+    folder = Path(meta["source"]) if meta.get("format") == "diffusers" else find_checkpoint(ckpt)
+    run = make_sampler(sampler, s, steps, spacing, eta=eta, **{k: v for k, v in options.items() if k != "clip"}).describe() + (f", {spacing} spacing" if spacing else "")
     what = (run + (f", {model.prediction}-prediction" if model.prediction != "eps" else "")
             + ("" if labels is None else f", label {label}" if label is not None else ", one row per class")
             + (f", guidance {guidance:g}" if guidance else "") + f", seed {seed}" + (f", batches of {bs}" if bs < n else "") + f", {precision}")
@@ -393,7 +396,7 @@ def _sampler_arguments(p:argparse.ArgumentParser):
                    help="which of the T steps to visit; default: the sampler's own (" + ", ".join(f"{k}: {c.spacing}" for k, c in SAMPLERS.items()) + ")")
 
 def _sample_arguments(p:argparse.ArgumentParser):
-    p.add_argument("--ckpt", required=True, metavar="DIR", help="a run folder (its last checkpoint) or a checkpoint folder (required)")
+    p.add_argument("--ckpt", required=True, metavar="DIR", help="a run folder (its last checkpoint), a checkpoint folder, or a diffusers folder: a DDPMPipeline or a bare UNet2DModel (required)")
     p.add_argument("--n", metavar="N", type=_positive_int, default=64, help="samples to draw")
     _sampler_arguments(p)
     p.add_argument("--eta", metavar="ETA", type=_nonneg_float, default=0., help="DDIM's eta: 0 deterministic, 1 DDPM's variance")
@@ -416,7 +419,7 @@ def _sample(args)->int:
         if name and not name.lower().endswith(ext): args.subparser.error(f"{flag} writes a {ext[1:]} file: give a name ending in {ext}, got {name!r}")
     x, labels, per_row, folder, step, what = _draw(args.ckpt, args.n, args.sampler, args.steps, args.eta, args.label, args.guidance,
                                                     args.seed, args.device, args.progress, args.batch_size, args.precision, args.spacing)
-    print(f"{args.n} samples from {folder} (step {step}): {what}")
+    print(f"{args.n} samples from {folder} " + (f"(step {step})" if step is not None else "(a diffusers folder)") + f": {what}")
     if args.out:
         if x.ndim == 4: _save_grid(args.out, x, args.nrow or per_row, args.scale)
         else: _save_scatter(args.out, x, labels, f"{args.n} samples, step {step}: {what}")
@@ -430,8 +433,28 @@ COMMANDS["sample"] = ("draw samples from a checkpoint into a PNG and/or an .npz 
     "  ddpm_nb sample --ckpt runs/digits --sampler dpm++2m --steps 10 --out fast.png\n"
     "  ddpm_nb sample --ckpt runs/digits --sampler ddpm --steps 1000 --out ddpm.png\n"
     "  ddpm_nb sample --ckpt runs/digits --label 7 --guidance 3 --n 16 --out sevens.png --npz sevens.npz\n"
-    "  ddpm_nb sample --ckpt runs/moons/ckpt-00005000 --n 2000 --out moons.png  # 2-D points: DDPM, 50 steps; a scatter plot",
+    "  ddpm_nb sample --ckpt runs/moons/ckpt-00005000 --n 2000 --out moons.png  # 2-D points: DDPM, 50 steps; a scatter plot\n"
+    "  ddpm_nb sample --ckpt ddpm-cifar10-32 --sampler ddpm --steps 1000 --out cifar.png   # a diffusers folder (chapter 12)",
     _sample_arguments, _sample)
+
+def _export_arguments(p:argparse.ArgumentParser):
+    p.add_argument("--ckpt", required=True, metavar="DIR", help="a run folder (its last checkpoint) or a checkpoint folder (required)")
+    p.add_argument("--out", required=True, metavar="DIR", help="the diffusers folder to write (required; an existing one is replaced)")
+    p.add_argument("--raw", action="store_true", help="the raw weights instead of the EMA ones")
+    p.add_argument("--variance", choices=("beta_tilde", "beta"), default="beta_tilde", help="DDPM's sigma^2 that the scheduler records: beta_tilde (fixed_small) or beta (fixed_large)")
+    p.add_argument("--unet-only", action="store_true", help="a bare UNet2DModel folder instead of a DDPMPipeline")
+
+def _export(args)->int:
+    "ddpm_nb export: a run as a diffusers folder (chapter 12)."
+    folder = save_diffusers(args.ckpt, args.out, ema=not args.raw, variance=args.variance, unet_only=args.unet_only)
+    what = "UNet2DModel.from_pretrained" if args.unet_only else "DDPMPipeline.from_pretrained"
+    print(f"wrote {folder} from {find_checkpoint(args.ckpt)} ({'raw' if args.raw else 'EMA'} weights): {what}({str(folder)!r}) loads it")
+    return 0
+
+COMMANDS["export"] = ("write a run as a diffusers folder (DDPMPipeline, or a bare UNet2DModel)",
+    "  ddpm_nb export --ckpt runs/digits --out digits-diffusers\n"
+    "  ddpm_nb export --ckpt runs/digits/ckpt-00003000 --out unet --unet-only",
+    _export_arguments, _export)
 
 # %% ../nbs/10_cli.ipynb #a0634cb5
 def _eval_arguments(p:argparse.ArgumentParser):

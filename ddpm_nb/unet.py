@@ -15,7 +15,8 @@ from einops import rearrange
 from torch import Tensor, nn
 
 # %% auto #0
-__all__ = ['UNET_PRESETS', 'timestep_embedding', 'ResBlock', 'Attention', 'UNetConfig', 'UNet', 'MLPDenoiser']
+__all__ = ['DOWN_PADDINGS', 'UNET_PRESETS', 'timestep_embedding', 'ResBlock', 'Attention', 'Downsample', 'UNetConfig', 'UNet',
+           'MLPDenoiser']
 
 # %% ../nbs/05_unet.ipynb #527a5e57
 def timestep_embedding(
@@ -72,16 +73,30 @@ class ResBlock(nn.Module):
         return self.skip(x) + h
 
 class Attention(nn.Module):
-    "Single-head self-attention over the pixels of each feature map, with a residual connection."
-    def __init__(self, ch:int, groups:int=32):
+    "Self-attention over the pixels of each feature map, with a residual connection: one head as wide as the map (DDPM), or heads of `head_dim` channels."
+    def __init__(self, ch:int, groups:int=32, head_dim:int|None=None):
         super().__init__()
+        self.heads = 1 if head_dim is None else ch // head_dim
         self.norm, self.qkv, self.out = _norm(ch, groups), nn.Conv2d(ch, 3 * ch, 1), _zero(nn.Conv2d(ch, ch, 1))
 
     def forward(self, x:Tensor)->Tensor:
         h, w = x.shape[-2:]
-        q, k, v = rearrange(self.qkv(self.norm(x)), "b (three c) h w -> three b (h w) c", three=3)   # tokens = pixels
-        o = F.scaled_dot_product_attention(q, k, v)                         # softmax(q kᵀ/√c) v, per image
-        return x + self.out(rearrange(o, "b (h w) c -> b c h w", h=h, w=w))
+        q, k, v = rearrange(self.qkv(self.norm(x)), "b (three n c) h w -> three b n (h w) c", three=3, n=self.heads)   # tokens = pixels
+        o = F.scaled_dot_product_attention(q, k, v)                         # softmax(q kᵀ/√c) v, per image and head
+        return x + self.out(rearrange(o, "b n (h w) c -> b (n c) h w", h=h, w=w))
+
+class Downsample(nn.Conv2d):
+    "The stride-2 3×3 convolution that halves a map (rounding up), padded as TensorFlow's SAME (DDPM's released models) or by one pixel on every side."
+    def __init__(self, ch:int, padding:str="same"):
+        super().__init__(ch, ch, 3, stride=2, padding=1 if padding == "symmetric" else 0)
+        self.same = padding == "same"
+
+    def forward(self, x:Tensor)->Tensor:
+        if self.same:                                                   # SAME pads 1 in all on an even side (0 before, 1 after), 2 on an odd one (1, 1)
+            ph, pw = 1 + x.shape[-2] % 2, 1 + x.shape[-1] % 2
+            x = F.pad(x, (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2))
+        return super().forward(x)
+
 
 # %% ../nbs/05_unet.ipynb #07d1d704
 @dataclass
@@ -96,6 +111,8 @@ class UNetConfig:
     dropout:float=0.1 # dropout in every residual block (DDPM: 0.1 on CIFAR-10)
     groups:int=32 # GroupNorm groups (fewer when a layer has fewer channels than that)
     num_classes:int|None=None # class-conditional when set: labels 0..num_classes-1, plus a "no label" for guidance
+    down_padding:str="same" # padding of the stride-2 convolutions: "same" (TensorFlow's, as DDPM's released models) or "symmetric" (one pixel on every side)
+    attn_head_dim:int|None=None # channels per attention head; None: one head as wide as the layer (DDPM)
 
     def __post_init__(self):
         self.ch_mult, self.attn_levels = tuple(self.ch_mult), tuple(self.attn_levels)
@@ -103,9 +120,14 @@ class UNetConfig:
         bad = [l for l in self.attn_levels if not 0 <= l < len(self.ch_mult)]
         if bad: raise ValueError(f"attn_levels must be in [0, {len(self.ch_mult) - 1}] (one per entry of ch_mult), got {bad}")
         if self.num_classes is not None and self.num_classes < 1: raise ValueError(f"num_classes must be >= 1 or None, got {self.num_classes}")
+        if self.down_padding not in DOWN_PADDINGS: raise ValueError(f"down_padding must be one of {', '.join(map(repr, DOWN_PADDINGS))}, got {self.down_padding!r}")
+        if self.attn_head_dim is not None:
+            widths = sorted({self.ch * self.ch_mult[l] for l in (*self.attn_levels, len(self.ch_mult) - 1)})   # attention levels and the middle
+            if not isinstance(self.attn_head_dim, int) or self.attn_head_dim < 1 or any(c % self.attn_head_dim for c in widths):
+                raise ValueError(f"attn_head_dim must be None or a positive int that divides the channels of every attention layer {widths}, got {self.attn_head_dim!r}")
 
     @classmethod
-    def preset(cls, name:str, **changes): # "tiny", "mnist" or "cifar10"; changes override fields
+    def preset(cls, name:str, **changes): # a key of UNET_PRESETS: "tiny", "mnist", "cifar10", "celebahq256", "lsun256"; changes override fields
         "A named configuration, optionally changed, e.g. `UNetConfig.preset('tiny', num_classes=10)`."
         if name not in UNET_PRESETS: raise ValueError(f"unknown preset {name!r}; expected one of {', '.join(map(repr, UNET_PRESETS))}")
         return replace(UNET_PRESETS[name], **changes)
@@ -113,16 +135,21 @@ class UNetConfig:
     def to_json(self)->str: return json.dumps(asdict(self))
     @classmethod
     def from_json(cls, s:str):
-        "The configuration written by `to_json`; unknown or missing keys are reported by name."
+        "The configuration written by `to_json`; unknown keys are reported by name, and a record without down_padding (written before it existed) keeps the symmetric padding it was trained with."
         d = json.loads(s)
         names = {f.name for f in fields(cls)}
         if set(d) - names: raise ValueError(f"unknown UNetConfig field(s): {sorted(set(d) - names)}")
-        return cls(**d)
+        return cls(**{"down_padding": "symmetric", **d})
+
+DOWN_PADDINGS = ("same", "symmetric")
 
 UNET_PRESETS = {
     "tiny": UNetConfig(image_channels=1, image_size=8, ch=32, ch_mult=(1, 2), num_res_blocks=1, attn_levels=(1,), dropout=0.1),
     "mnist": UNetConfig(image_channels=1, image_size=28, ch=32, ch_mult=(1, 2, 2), num_res_blocks=2, attn_levels=(2,), dropout=0.1),
     "cifar10": UNetConfig(),  # DDPM's CIFAR-10 model (Ho et al. 2020, Appendix B)
+    # DDPM's 256×256 models (CelebA-HQ; LSUN church, bedroom, cat): attention at 16×16, no dropout (the released scripts)
+    "celebahq256": UNetConfig(image_size=256, ch_mult=(1, 1, 2, 2, 4, 4), attn_levels=(4,), dropout=0.),
+    "lsun256": UNetConfig(image_size=256, ch_mult=(1, 1, 2, 2, 4, 4), attn_levels=(4,), dropout=0.),
 }
 
 # %% ../nbs/05_unet.ipynb #c43455a6
@@ -139,15 +166,15 @@ class UNet(nn.Module):
         self.down, skips, c = nn.ModuleList(), [ch], ch
         for i, m in enumerate(cfg.ch_mult):
             for _ in range(cfg.num_res_blocks):
-                self.down.append(nn.ModuleList([block(c, ch * m)] + ([Attention(ch * m, cfg.groups)] if i in cfg.attn_levels else [])))
+                self.down.append(nn.ModuleList([block(c, ch * m)] + ([Attention(ch * m, cfg.groups, cfg.attn_head_dim)] if i in cfg.attn_levels else [])))
                 c = ch * m; skips.append(c)
             if i < len(cfg.ch_mult) - 1:
-                self.down.append(nn.Conv2d(c, c, 3, stride=2, padding=1)); skips.append(c)
-        self.mid = nn.ModuleList([block(c, c), Attention(c, cfg.groups), block(c, c)])
+                self.down.append(Downsample(c, cfg.down_padding)); skips.append(c)
+        self.mid = nn.ModuleList([block(c, c), Attention(c, cfg.groups, cfg.attn_head_dim), block(c, c)])
         self.up = nn.ModuleList()
         for i, m in reversed(list(enumerate(cfg.ch_mult))):
             for _ in range(cfg.num_res_blocks + 1):
-                self.up.append(nn.ModuleList([block(c + skips.pop(), ch * m)] + ([Attention(ch * m, cfg.groups)] if i in cfg.attn_levels else [])))
+                self.up.append(nn.ModuleList([block(c + skips.pop(), ch * m)] + ([Attention(ch * m, cfg.groups, cfg.attn_head_dim)] if i in cfg.attn_levels else [])))
                 c = ch * m
             if i > 0: self.up.append(nn.Conv2d(c, c, 3, padding=1))
         self.norm_out, self.conv_out = _norm(c, cfg.groups), _zero(nn.Conv2d(c, cfg.image_channels, 3, padding=1))

@@ -3,7 +3,8 @@
 Environment variables:
   DDPM_NB_TEST_FLAGS    notebook cell flags to run as well, e.g. "slow" or "slow cuda"
                         (cells flagged with settings.ini's tst_flags are skipped otherwise);
-                        "slow" also runs the tests marked slow (each notebook as JupyterLab's Run All runs it)
+                        "slow" also runs the tests marked slow (each notebook as JupyterLab's Run All runs it);
+                        "hub" is never honoured: the hub cells fetch from the network, which no test may do
   DDPM_NB_FULL          "1": the notebooks' FULL switch is on, their full-size runs are repeated
   DDPM_NB_REQUIRE_DOCS  "1": the docs tests fail, instead of skipping, when _docs/ is missing
 """
@@ -17,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def force_flags() -> list[str]:
-    return os.environ.get("DDPM_NB_TEST_FLAGS", "").split()
+    return [f for f in os.environ.get("DDPM_NB_TEST_FLAGS", "").split() if f != "hub"]
 
 
 def terminal_signals():

@@ -1,7 +1,7 @@
 """Every notebook in nbs/ runs top to bottom: its check cells are the math tests.
 
 `test_notebook` runs each notebook as `nbdev_test` does (execnb, in this process). Cells flagged with one of
-settings.ini's `tst_flags` (notest, slow, cuda) are skipped unless the flag is listed in DDPM_NB_TEST_FLAGS,
+settings.ini's `tst_flags` (notest, slow, cuda, hub) are skipped unless the flag is listed in DDPM_NB_TEST_FLAGS (never hub, which needs the network),
 e.g. `DDPM_NB_TEST_FLAGS=slow python -m pytest tests`. On a machine without a GPU the `cuda` cells always run:
 each starts with `has_cuda(...)`, which prints a line and skips the rest (chapter 11's shrink to a smoke size
 instead), so a cell that demands a GPU fails the default run, as it would stop a reader's Run All.
@@ -37,7 +37,7 @@ def flags(source: str) -> set[str]:
 
 def test_notebooks_found():
     names = {p.name for p in NOTEBOOKS}
-    assert {"index.ipynb", *(f"{n}.ipynb" for n in ("01_forward", "02_schedule", "03_vae", "04_loss", "05_unet", "05a_ckpt", "06_data", "07_train", "08_sample", "08a_solvers", "09_eval", "10_cli", "11_scale"))} <= names, names
+    assert {"index.ipynb", *(f"{n}.ipynb" for n in ("01_forward", "02_schedule", "03_vae", "04_loss", "05_unet", "05a_ckpt", "06_data", "07_train", "08_sample", "08a_solvers", "09_eval", "10_cli", "11_scale", "12_pretrained"))} <= names, names
 
 
 @pytest.mark.parametrize("nb", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
@@ -49,7 +49,7 @@ def test_notebook(nb):
 
 
 def test_gpu_cells_skip_politely():
-    "A `cuda` cell starts with `if has_cuda(...)`; no cell anywhere asserts that a GPU is there."
+    "A `cuda` cell starts with `if has_cuda(...)`, a `hub` cell runs behind `if has_hub(...)`; no cell anywhere asserts that a GPU is there."
     bad = []
     for nb in NOTEBOOKS:
         for i, c in enumerate(cells(nb)):
@@ -58,6 +58,8 @@ def test_gpu_cells_skip_politely():
             body = [l for l in src.splitlines() if not l.startswith("#|")]
             if "cuda" in flags(src) and nb.stem not in SMOKE_WITHOUT_GPU and not (body and body[0].startswith("if has_cuda(")):
                 bad.append(f"{nb.name} cell {i}: a cuda cell that does not start with `if has_cuda(...)`")
+            if "hub" in flags(src) and not any(l.startswith("if has_hub(") for l in body):
+                bad.append(f"{nb.name} cell {i}: a hub cell without `if has_hub(...)`, which skips it offline")
     assert not bad, bad
 
 
@@ -82,8 +84,9 @@ def test_run_all_time_is_stated(nb):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("nb", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
-def test_run_all(nb, tmp_path):
+def test_run_all(nb, tmp_path, monkeypatch):
     "JupyterLab's Run All on this machine: every cell in order, in a kernel, in a copy of the repository; the time is printed beside the stated one."
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")                       # the hub cells skip themselves: no test fetches from the network
     import nbformat
     from nbclient import NotebookClient
     for part in ("nbs", "tests", "benchmarks", "ddpm_nb"):
