@@ -5,6 +5,7 @@
 # %% ../nbs/02_schedule.ipynb #c7102056
 from __future__ import annotations
 
+import inspect
 import math
 from typing import Sequence
 
@@ -14,7 +15,7 @@ from einops import rearrange
 from torch import Tensor
 
 # %% auto #0
-__all__ = ['SCHEDULES', 'linear_betas', 'cosine_betas', 'sigmoid_betas', 'Schedule', 'extract']
+__all__ = ['SCHEDULES', 'linear_betas', 'cosine_betas', 'sigmoid_betas', 'patch', 'Schedule', 'extract']
 
 # %% ../nbs/02_schedule.ipynb #e79e3ae6
 def _check_n_steps(n_steps) -> int:
@@ -70,6 +71,19 @@ def sigmoid_betas(
     v_start, v_end = 1 / (1 + math.exp(-start / tau)), 1 / (1 + math.exp(-end / tau))
     alpha_bar = (v_end - torch.sigmoid((t * (end - start) + start) / tau)) / (v_end - v_start)
     return (1 - alpha_bar[1:] / alpha_bar[:-1]).clamp(max=max_beta)
+
+# %% ../nbs/02_schedule.ipynb #20023ac1
+def patch(f=None, *, cls_method:bool=False):
+    """Make `f` a method of the class its first argument is annotated with, under f's own name: a class
+    written over several cells (fastcore's @patch, without the dependency)."""
+    if f is None:
+        return lambda g: patch(g, cls_method=cls_method)
+    ann = f.__annotations__[next(iter(inspect.signature(f).parameters))]
+    # annotations are strings under `from __future__ import annotations`
+    cls = f.__globals__[ann] if isinstance(ann, str) else ann
+    f.__qualname__ = f"{cls.__name__}.{f.__name__}"
+    setattr(cls, f.__name__, classmethod(f) if cls_method else f)
+    return f
 
 # %% ../nbs/02_schedule.ipynb #855cd28e
 def _check_alpha_bar(ab:Tensor, b:Tensor):

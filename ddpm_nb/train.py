@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import copy
-import inspect
 import math
 import os
 import shutil
@@ -35,11 +34,11 @@ from .data import DataOptionError, load_dataset
 from .forward import auto_precision, default_device
 from .loss import PREDICTIONS, WEIGHTINGS, ddpm_loss
 from .sample import sample
-from .schedule import SCHEDULES, Schedule
+from .schedule import SCHEDULES, Schedule, patch
 from .unet import UNET_PRESETS, MLPDenoiser, UNet, UNetConfig
 
 # %% auto #0
-__all__ = ['RECIPES', 'TrainConfig', 'build_model', 'load_training_data', 'EMA', 'save_image_grid', 'Trainer', 'patch',
+__all__ = ['RECIPES', 'TrainConfig', 'build_model', 'load_training_data', 'EMA', 'save_image_grid', 'Trainer',
            'TrainingInterrupted']
 
 # %% ../nbs/07_train.ipynb #48ee9416
@@ -415,18 +414,6 @@ class Trainer:
     def is_main(self)->bool: return self.rank == 0
 
 # %% ../nbs/07_train.ipynb #6df4040b
-def patch(f=None, *, cls_method:bool=False):
-    """Make `f` a method of the class its first argument is annotated with, under f's own name: a class
-    written over several cells (fastcore's @patch, without the dependency)."""
-    if f is None:
-        return lambda g: patch(g, cls_method=cls_method)
-    ann = f.__annotations__[next(iter(inspect.signature(f).parameters))]
-    # annotations are strings under `from __future__ import annotations`
-    cls = f.__globals__[ann] if isinstance(ann, str) else ann
-    f.__qualname__ = f"{cls.__name__}.{f.__name__}"
-    setattr(cls, f.__name__, classmethod(f) if cls_method else f)
-    return f
-
 @patch
 def _batch(self:Trainer, step:int)->tuple[Tensor, Tensor]:
     "This process's share of global batch `step`: (x, labels)."
