@@ -72,7 +72,7 @@ def sigmoid_betas(
     alpha_bar = (v_end - torch.sigmoid((t * (end - start) + start) / tau)) / (v_end - v_start)
     return (1 - alpha_bar[1:] / alpha_bar[:-1]).clamp(max=max_beta)
 
-# %% ../nbs/02_schedule.ipynb #20023ac1
+# %% ../nbs/02_schedule.ipynb #9da5947d
 def patch(f=None, *, cls_method:bool=False):
     """Make `f` a method of the class its first argument is annotated with, under f's own name: a class
     written over several cells (fastcore's @patch, without the dependency)."""

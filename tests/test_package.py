@@ -1,6 +1,7 @@
 """What a user of the installed package does: import it in a fresh interpreter, build the wheel,
 install it into a clean virtual environment without nbdev, and use it from outside the repository."""
 import configparser
+import re
 import subprocess
 import sys
 import textwrap
@@ -123,3 +124,50 @@ def test_pypi_description(wheel, tmp_path):
     for t in images: assert (ROOT / t.split(f"/{settings()['branch']}/", 1)[1]).exists(), t   # the file is in the repository
     check = subprocess.run([sys.executable, "-m", "twine", "check", "--strict", str(wheel)], capture_output=True, text=True)
     assert check.returncode == 0 and "PASSED" in check.stdout, check.stdout + check.stderr
+
+
+def _module_map():
+    "The table 'The package at a glance' on the home page: [(module, imports listed, of which in parentheses)]."
+    import json
+    import re
+    cells = json.loads((ROOT / "nbs" / "index.ipynb").read_text(encoding="utf-8"))["cells"]
+    text = "".join("".join(c["source"]) for c in cells if c["cell_type"] == "markdown")
+    section = text.split("## The package at a glance", 1)[1].split("\n## ", 1)[0]
+    rows = []
+    for line in section.splitlines():
+        m = re.match(r"\| `(\w+)` \|[^|]*\|[^|]*\| (.*) \|$", line)
+        if m:
+            cell = m[2]
+            lazy = set(re.findall(r"\b\w+\b", " ".join(re.findall(r"\(([^)]*)\)", cell))))
+            rows.append((m[1], cell, lazy))
+    return rows
+
+
+def _imports(module):
+    "The ddpm_nb modules that ddpm_nb/<module>.py imports: (at the top, inside functions)."
+    import ast
+    tree = ast.parse((ROOT / "ddpm_nb" / f"{module}.py").read_text(encoding="utf-8"))
+    top, inner = set(), set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and (node.level == 1 or (node.module or "").startswith("ddpm_nb.")):
+            name = (node.module or "").removeprefix("ddpm_nb.")
+            if name:
+                (top if node in tree.body else inner).add(name)
+    return top, inner - top
+
+
+def test_module_map_matches_the_imports():
+    "Every module of the package is in the home page's table, and imports only from the rows above it."
+    rows = _module_map()
+    names = [r[0] for r in rows]
+    modules = sorted(p.stem for p in (ROOT / "ddpm_nb").glob("*.py") if not p.stem.startswith("_"))
+    assert sorted(names) == modules, (names, modules)
+    for i, (module, cell, lazy) in enumerate(rows):
+        above = set(names[:i])
+        listed = above if cell == "every module above" else {n for n in names if re.search(rf"\b{n}\b", cell)}
+        top, inner = _imports(module)
+        assert top <= listed - lazy, f"{module} imports {sorted(top - (listed - lazy))}, not listed for it"
+        assert top <= above, f"{module} imports {sorted(top - above)}, a module below it in the table"
+        assert inner <= listed, f"{module} imports {sorted(inner - listed)} inside a function, not listed"
+        assert listed - lazy == top or cell == "every module above", \
+            f"{module}: the table lists {sorted(listed - lazy)}, the code imports {sorted(top)}"
