@@ -51,6 +51,7 @@ def remove_folder(
     _fsync(folder.parent)
     shutil.rmtree(hidden, ignore_errors=True)
 
+# %% ../nbs/05a_ckpt.ipynb #b2f5ee96
 @contextmanager
 def atomic_path(
     path:str|Path, # the file or folder to create or replace
@@ -102,6 +103,7 @@ def file_digest(
             h.update(block)
     return {"bytes": Path(p).stat().st_size, "sha256": h.hexdigest()}
 
+# %% ../nbs/05a_ckpt.ipynb #e73b4bb3
 def read_tensors(
     p:Path, # a .safetensors file of a checkpoint
     files:dict|None=None, # state.json's "files": the size and SHA-256 recorded when it was written
@@ -131,7 +133,7 @@ def read_tensors(
             f"{p} is not a readable safetensors file ({type(e).__name__}: {e}); the checkpoint is damaged"
         ) from None
 
-
+# %% ../nbs/05a_ckpt.ipynb #93a99b5d
 def load_weights(
     model:nn.Module, # the network the file should fit
     p:Path, # a .safetensors file
@@ -214,6 +216,7 @@ def write_checkpoint(
         (tmp / "state.json").write_text(json.dumps({"format": CKPT_FORMAT, **meta, "files": files}, indent=1))
     return Path(folder)
 
+# %% ../nbs/05a_ckpt.ipynb #652975d9
 def list_checkpoints(
     out:str|Path, # a run folder
 )->list[Path]:  # complete checkpoints, oldest first
@@ -237,6 +240,7 @@ def latest_checkpoint(out:str|Path)->Path|None:
     ckpts = list_checkpoints(out)
     return ckpts[-1] if ckpts else None
 
+# %% ../nbs/05a_ckpt.ipynb #0d52d547
 def find_checkpoint(
     path:str|Path, # a checkpoint folder, or a run folder (its latest checkpoint)
 )->Path:
@@ -264,6 +268,7 @@ def find_checkpoint(
         raise ValueError(f"{p} holds no complete checkpoint (no {CKPT_PREFIX}*/state.json)")
     return found
 
+# %% ../nbs/05a_ckpt.ipynb #c0f30ea4
 def read_checkpoint(
     folder:str|Path, # a checkpoint folder
 )->dict: # state.json, with the model record's prediction filled in
@@ -284,6 +289,7 @@ def read_checkpoint(
         meta["model"]["prediction"] = meta["config"].get("prediction", "eps")   # format 1
     return meta
 
+# %% ../nbs/05a_ckpt.ipynb #bc86f970
 def load_model(
     ckpt:str|Path, # a checkpoint folder, or a run folder (its latest checkpoint is used)
     ema:bool=True, # the EMA weights (for sampling) or the raw ones

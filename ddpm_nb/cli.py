@@ -40,7 +40,6 @@ class CLIError(Exception):
     """A problem the user can fix (a missing file, a run folder already in use): printed as one line, exit
     status 1."""
 
-
 class _Parser(argparse.ArgumentParser):
     "argparse's parser, but a usage error prints the short usage line and the error, not every option."
     def error(self, message):
@@ -50,7 +49,7 @@ class _Parser(argparse.ArgumentParser):
             f"{message}\n",
         )
 
-
+# %% ../nbs/10_cli.ipynb #853b1e27
 def _short_usage(p:argparse.ArgumentParser)->str:
     """`ddpm_nb COMMAND` with its positional and required arguments, then [options]: the usage line of a
     command."""
@@ -76,6 +75,7 @@ class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescription
 # name -> (one-line summary, examples for the help, add_arguments(parser), run(args) -> exit status)
 COMMANDS = {}
 
+# %% ../nbs/10_cli.ipynb #036b6919
 def _positive_int(text:str)->int:
     "argparse type: an integer >= 1."
     try:
@@ -143,6 +143,7 @@ def build_parser()->argparse.ArgumentParser:
         p.set_defaults(run=run, subparser=p)
     return parser
 
+# %% ../nbs/10_cli.ipynb #fb68c1ec
 def _interrupted(args, e:KeyboardInterrupt)->str:
     """What to tell the user after Ctrl-C or SIGTERM: for a training run, the checkpoint that holds it and how
     to continue."""
@@ -162,6 +163,7 @@ def _warn(message, category, filename, lineno, file=None, line=None):
     "Warnings as one line on stderr, like the errors: `ddpm_nb: warning: ...`."
     print(f"ddpm_nb: warning: {message}", file=sys.stderr)
 
+# %% ../nbs/10_cli.ipynb #36c7a638
 def main(
     argv:list[str]|None=None, # the arguments after `ddpm_nb`; None: sys.argv[1:]
 )->int: # exit status: 0 done, 1 error (one line on stderr), 2 bad arguments, 130 Ctrl-C, 143 SIGTERM
@@ -196,10 +198,13 @@ def main(
 
 # %% ../nbs/10_cli.ipynb #4c98ddcc
 _DEFAULTS = TrainConfig()
+
 _FIELDS = tuple(f.name for f in fields(TrainConfig))
+
 # what the weights depend on
 _FIXED_ON_RESUME = ("data", "image_size", "channels", "model", "model_changes", "conditional", "schedule",
                     "timesteps", "prediction")
+
 # the options load_dataset and TrainConfig name in their advice
 _FLAGS = {"size": "--image-size", "image_size": "--image-size", "channels": "--channels"}
 
@@ -213,183 +218,120 @@ def _json_object(text:str)->dict:
         raise argparse.ArgumentTypeError(f"expected a JSON object {{...}}, got {text!r}")
     return v
 
+# %% ../nbs/10_cli.ipynb #5e076c7b
 def _train_arguments(p:argparse.ArgumentParser):
     """The options of `ddpm_nb train`: one per TrainConfig field (default None: not given), plus --config,
-    --resume, --dry-run."""
+    --resume, --dry-run; in five groups, in the order --help lists them."""
+    run = p.add_argument_group("run")
+    _train_data_options(run)
+    _train_run_options(run)
+    _train_model_options(p.add_argument_group("model"))
+    _train_optimisation_options(p.add_argument_group("optimisation"))
+    _train_output_options(p.add_argument_group("checkpoints and output"))
+    _train_hardware_options(p.add_argument_group("hardware"))
 
-    def opt(group, flag, field, help, shown=None, **kw):
-        if "choices" not in kw and "action" not in kw:
-            kw.setdefault("metavar", {float: "X", _nonneg_float: "X"}.get(kw.get("type"), "N"))
-        shown = f"default: {getattr(_DEFAULTS, field)}" if shown is None else shown
-        group.add_argument(flag, dest=field, default=None, help=f"{help} ({shown})", **kw)
-    g = p.add_argument_group("run")
-    opt(
-        g,
-        "--data",
-        "data",
-        "a built-in dataset (digits, digits16, digits32, swissroll, moons, gaussians, mnist), "
-        "a folder of images (one subfolder per class for labels) or a .npy/.npz file; builtin:NAME when a "
-        "folder has the same name",
-        metavar="NAME|PATH",
-    )
-    opt(
-        g,
-        "--image-size",
-        "image_size",
-        "a folder of images of several sizes: crop each to a square and resize it to N×N",
-        type=_positive_int,
-        shown="default: the images' own size, which all must share",
-    )
-    opt(
-        g,
-        "--channels",
-        "channels",
-        "a folder of images: 1 converts every image to grey, 3 to RGB",
-        type=int,
-        choices=(1, 3),
-        shown="default: the files' own, which all must share",
-    )
-    opt(g, "--out", "out", "the run folder: checkpoints and sample grids", shown="required", metavar="DIR")
-    g.add_argument(
-        "--recipe",
-        choices=tuple(RECIPES),
-        help="start from a published setup (cifar10: DDPM's CIFAR-10 run, chapter 11); --config and the "
-             "options given here override it",
-    )
-    g.add_argument(
-        "--config",
-        metavar="FILE.json",
-        help="TrainConfig settings as a JSON object (as --dry-run prints, or a checkpoint's state.json); "
-             "options given here override them",
-    )
-    g.add_argument(
-        "--resume",
-        action="store_true",
-        help="continue the run in --out from its last checkpoint, up to --steps",
-    )
-    g.add_argument(
-        "--dry-run",
-        action="store_true",
-        help="print the run's settings as TrainConfig JSON and exit without training",
-    )
-    g = p.add_argument_group("model")
-    opt(
-        g,
-        "--preset",
-        "model",
-        "the network: a U-Net preset for images, or mlp for 2-D points",
-        shown="default: mlp for points, tiny for images",
-        choices=(*UNET_PRESETS, "mlp"),
-    )
-    opt(
-        g,
-        "--model-changes",
-        "model_changes",
-        "network settings to change, as JSON, e.g. '{\"dropout\": 0}' (UNetConfig fields, or the MLP's "
-        "hidden, n_blocks, out_norm)",
-        shown="default: {}",
-        type=_json_object,
-        metavar="JSON",
-    )
-    opt(
-        g,
-        "--conditional",
-        "conditional",
-        "condition on the data's labels, for class-conditional sampling and guidance",
-        action=argparse.BooleanOptionalAction,
-    )
-    opt(
-        g,
-        "--label-dropout",
-        "label_dropout",
-        "with --conditional: share of labels dropped, so the model also learns to sample with no label "
-        "(guidance)",
-        type=float,
-        metavar="P",
-    )
-    opt(g, "--schedule", "schedule", "noise schedule", choices=tuple(SCHEDULES))
-    opt(g, "--timesteps", "timesteps", "T, the number of diffusion steps", type=_positive_int, metavar="T")
-    opt(g, "--prediction", "prediction", "what the network predicts", choices=PREDICTIONS)
-    opt(
-        g,
-        "--weighting",
-        "weighting",
-        "loss weighting over t: none (DDPM Eq. 14) or min_snr",
-        choices=WEIGHTINGS,
-    )
-    g = p.add_argument_group("optimisation")
-    opt(
-        g,
-        "--steps",
-        "steps",
-        "optimiser steps in the whole run; with --resume, the step to train up to",
-        type=_positive_int,
-    )
-    opt(g, "--batch-size", "batch_size", "global batch size", type=_positive_int)
-    opt(g, "--lr", "lr", "peak learning rate (AdamW)", type=_nonneg_float, metavar="LR")
-    opt(g, "--warmup", "warmup", "steps of linear learning-rate warm-up", type=int)
-    opt(g, "--weight-decay", "weight_decay", "AdamW's weight decay", type=_nonneg_float)
-    opt(g, "--grad-clip", "grad_clip", "clip the gradient norm to this; 0: no clipping", type=_nonneg_float)
-    opt(g, "--ema-decay", "ema_decay", "decay of the EMA of the weights, per step", type=float, metavar="D")
-    opt(
-        g,
-        "--ema-warmup",
-        "ema_warmup",
-        "ramp the EMA decay up over the first steps",
-        action=argparse.BooleanOptionalAction,
-    )
-    opt(
-        g,
-        "--random-flip",
-        "random_flip",
-        "flip images horizontally at random",
-        action=argparse.BooleanOptionalAction,
-    )
-    opt(g, "--seed", "seed", "seed of the weights, the data order and the noise", type=int)
-    g = p.add_argument_group("checkpoints and output")
-    opt(
-        g,
-        "--ckpt-every",
-        "ckpt_every",
-        "write a checkpoint every this many steps (and at the end)",
-        type=_positive_int,
-    )
-    opt(g, "--keep", "keep", "checkpoints to keep", type=_positive_int)
-    opt(g, "--log-every", "log_every", "record the mean loss every this many steps", type=_positive_int)
-    opt(
-        g,
-        "--sample-every",
-        "sample_every",
-        "write a grid of samples every this many steps; 0: never",
-        type=int,
-    )
-    opt(g, "--n-samples", "n_samples", "images in that grid", type=_positive_int)
-    opt(g, "--progress", "progress", "show a progress bar", action=argparse.BooleanOptionalAction)
-    g = p.add_argument_group("hardware")
-    opt(
-        g,
-        "--device",
-        "device",
-        "cpu, cuda, cuda:N or mps",
-        shown="default: the best available, cuda, mps or cpu",
-        type=_device,
-        metavar="DEVICE",
-    )
-    opt(
-        g,
-        "--precision",
-        "precision",
-        "auto: bf16 where the hardware has it, else fp32",
-        choices=("auto", "fp32", "bf16", "fp16"),
-    )
-    opt(g, "--compile", "compile", "torch.compile the model", action=argparse.BooleanOptionalAction)
-    opt(
-        g,
-        "--channels-last",
-        "channels_last",
-        "channels-last memory format for images",
-        action=argparse.BooleanOptionalAction,
-    )
+# %% ../nbs/10_cli.ipynb #16b15916
+def _train_opt(group, flag:str, field:str, help:str, shown:str|None=None, **kw):
+    """Add `flag`, the option of the TrainConfig field `field`: default None (not given), and a help that ends
+    with `shown`, by default TrainConfig's default."""
+    if "choices" not in kw and "action" not in kw:
+        kw.setdefault("metavar", {float: "X", _nonneg_float: "X"}.get(kw.get("type"), "N"))
+    shown = f"default: {getattr(_DEFAULTS, field)}" if shown is None else shown
+    group.add_argument(flag, dest=field, default=None, help=f"{help} ({shown})", **kw)
+
+# %% ../nbs/10_cli.ipynb #a61ff9e6
+def _train_data_options(g):
+    "--data, and for a folder of images --image-size and --channels."
+    _train_opt(g, "--data", "data",
+               "a built-in dataset (digits, digits16, digits32, swissroll, moons, gaussians, mnist), "
+               "a folder of images (one subfolder per class for labels) or a .npy/.npz file; "
+               "builtin:NAME when a folder has the same name",
+               metavar="NAME|PATH")
+    _train_opt(g, "--image-size", "image_size",
+               "a folder of images of several sizes: crop each to a square and resize it to N×N",
+               type=_positive_int, shown="default: the images' own size, which all must share")
+    _train_opt(g, "--channels", "channels", "a folder of images: 1 converts every image to grey, 3 to RGB",
+               type=int, choices=(1, 3), shown="default: the files' own, which all must share")
+
+def _train_run_options(g):
+    "--out, and where the other settings come from: --recipe, --config, --resume; --dry-run."
+    _train_opt(g, "--out", "out", "the run folder: checkpoints and sample grids", shown="required",
+               metavar="DIR")
+    g.add_argument("--recipe", choices=tuple(RECIPES),
+                   help="start from a published setup (cifar10: DDPM's CIFAR-10 run, chapter 11); --config "
+                        "and the options given here override it")
+    g.add_argument("--config", metavar="FILE.json",
+                   help="TrainConfig settings as a JSON object (as --dry-run prints, or a checkpoint's "
+                        "state.json); options given here override them")
+    g.add_argument("--resume", action="store_true",
+                   help="continue the run in --out from its last checkpoint, up to --steps")
+    g.add_argument("--dry-run", action="store_true",
+                   help="print the run's settings as TrainConfig JSON and exit without training")
+
+# %% ../nbs/10_cli.ipynb #b5a0d1a0
+def _train_model_options(g):
+    "The network (--preset, --model-changes, --conditional, --label-dropout) and the diffusion it learns."
+    _train_opt(g, "--preset", "model", "the network: a U-Net preset for images, or mlp for 2-D points",
+               shown="default: mlp for points, tiny for images", choices=(*UNET_PRESETS, "mlp"))
+    _train_opt(g, "--model-changes", "model_changes",
+               "network settings to change, as JSON, e.g. '{\"dropout\": 0}' (UNetConfig fields, or the "
+               "MLP's hidden, n_blocks, out_norm)",
+               shown="default: {}", type=_json_object, metavar="JSON")
+    _train_opt(g, "--conditional", "conditional",
+               "condition on the data's labels, for class-conditional sampling and guidance",
+               action=argparse.BooleanOptionalAction)
+    _train_opt(g, "--label-dropout", "label_dropout",
+               "with --conditional: share of labels dropped, so the model also learns to sample with no "
+               "label (guidance)",
+               type=float, metavar="P")
+    _train_opt(g, "--schedule", "schedule", "noise schedule", choices=tuple(SCHEDULES))
+    _train_opt(g, "--timesteps", "timesteps", "T, the number of diffusion steps", type=_positive_int,
+               metavar="T")
+    _train_opt(g, "--prediction", "prediction", "what the network predicts", choices=PREDICTIONS)
+    _train_opt(g, "--weighting", "weighting", "loss weighting over t: none (DDPM Eq. 14) or min_snr",
+               choices=WEIGHTINGS)
+
+# %% ../nbs/10_cli.ipynb #089156b3
+def _train_optimisation_options(g):
+    "The optimiser, its schedule, the EMA of the weights, the data order and augmentation."
+    _train_opt(g, "--steps", "steps",
+               "optimiser steps in the whole run; with --resume, the step to train up to", type=_positive_int)
+    _train_opt(g, "--batch-size", "batch_size", "global batch size", type=_positive_int)
+    _train_opt(g, "--lr", "lr", "peak learning rate (AdamW)", type=_nonneg_float, metavar="LR")
+    _train_opt(g, "--warmup", "warmup", "steps of linear learning-rate warm-up", type=int)
+    _train_opt(g, "--weight-decay", "weight_decay", "AdamW's weight decay", type=_nonneg_float)
+    _train_opt(g, "--grad-clip", "grad_clip", "clip the gradient norm to this; 0: no clipping",
+               type=_nonneg_float)
+    _train_opt(g, "--ema-decay", "ema_decay", "decay of the EMA of the weights, per step", type=float,
+               metavar="D")
+    _train_opt(g, "--ema-warmup", "ema_warmup", "ramp the EMA decay up over the first steps",
+               action=argparse.BooleanOptionalAction)
+    _train_opt(g, "--random-flip", "random_flip", "flip images horizontally at random",
+               action=argparse.BooleanOptionalAction)
+    _train_opt(g, "--seed", "seed", "seed of the weights, the data order and the noise", type=int)
+
+# %% ../nbs/10_cli.ipynb #02342c9d
+def _train_output_options(g):
+    "Checkpoints, the loss log, sample grids and the progress bar."
+    _train_opt(g, "--ckpt-every", "ckpt_every", "write a checkpoint every this many steps (and at the end)",
+               type=_positive_int)
+    _train_opt(g, "--keep", "keep", "checkpoints to keep", type=_positive_int)
+    _train_opt(g, "--log-every", "log_every", "record the mean loss every this many steps",
+               type=_positive_int)
+    _train_opt(g, "--sample-every", "sample_every", "write a grid of samples every this many steps; 0: never",
+               type=int)
+    _train_opt(g, "--n-samples", "n_samples", "images in that grid", type=_positive_int)
+    _train_opt(g, "--progress", "progress", "show a progress bar", action=argparse.BooleanOptionalAction)
+
+def _train_hardware_options(g):
+    "The device, the precision, torch.compile and the memory format."
+    _train_opt(g, "--device", "device", "cpu, cuda, cuda:N or mps",
+               shown="default: the best available, cuda, mps or cpu", type=_device, metavar="DEVICE")
+    _train_opt(g, "--precision", "precision", "auto: bf16 where the hardware has it, else fp32",
+               choices=("auto", "fp32", "bf16", "fp16"))
+    _train_opt(g, "--compile", "compile", "torch.compile the model", action=argparse.BooleanOptionalAction)
+    _train_opt(g, "--channels-last", "channels_last", "channels-last memory format for images",
+               action=argparse.BooleanOptionalAction)
 
 # %% ../nbs/10_cli.ipynb #e0500c33
 def _read_config(path:str)->dict:
@@ -427,6 +369,7 @@ def _given(args)->dict:
     "The TrainConfig fields set on the command line."
     return {k: getattr(args, k) for k in _FIELDS if getattr(args, k, None) is not None}
 
+# %% ../nbs/10_cli.ipynb #686e8b62
 def _train(args)->int:
     "ddpm_nb train: a new run, or --resume."
     given = _given(args)
@@ -464,8 +407,9 @@ def _train(args)->int:
     return _fit(args, Trainer(config, dataset=data))
 
 # %% ../nbs/10_cli.ipynb #f3002bdb
-def _resume(args, given:dict)->int:
-    "ddpm_nb train --resume: continue the run in --out, with the options given changing how it goes on."
+def _resume_source(args, given:dict)->tuple[Path, Path, dict]:
+    """For --resume: the run folder in --out, its last checkpoint and that checkpoint's record, each checked
+    first."""
     if "out" not in given:
         args.subparser.error("--resume needs --out DIR: the run folder")
     if args.config or args.recipe:
@@ -485,6 +429,12 @@ def _resume(args, given:dict)->int:
     saved = meta.get("config")
     if not isinstance(saved, dict) or not isinstance(meta.get("step"), int):
         raise CLIError(f"{last / 'state.json'} lacks the run's settings or step; the checkpoint is damaged")
+    return out, last, meta
+
+# %% ../nbs/10_cli.ipynb #a4dfcb7f
+def _resume_changes(given:dict, saved:dict, out:Path)->dict:
+    """The options given that may change on resume, with --out; an error for those the weights depend
+    on."""
     fixed = [
         f"--{k.replace('_', '-')} ({saved.get(k)!r} in the run, {v!r} given)"
         for k, v in given.items()
@@ -496,7 +446,13 @@ def _resume(args, given:dict)->int:
             "another --out"
         )
     # the folder may have moved
-    changes = {**{k: v for k, v in given.items() if k not in _FIXED_ON_RESUME}, "out": str(out)}
+    return {**{k: v for k, v in given.items() if k not in _FIXED_ON_RESUME}, "out": str(out)}
+
+def _resume(args, given:dict)->int:
+    "ddpm_nb train --resume: continue the run in --out, with the options given changing how it goes on."
+    out, last, meta = _resume_source(args, given)
+    saved = meta["config"]
+    changes = _resume_changes(given, saved, out)
     steps = changes.get("steps", saved["steps"])
     if steps < meta["step"]:
         raise CLIError(f"--steps {steps} is below the run's step {meta['step']}: the run cannot go back")
@@ -510,6 +466,7 @@ def _resume(args, given:dict)->int:
         trainer = Trainer.resume(out, **changes)
     return _fit(args, trainer)
 
+# %% ../nbs/10_cli.ipynb #b8c0b8ce
 def _fit(args, trainer:Trainer, continue_with:str|None=None)->int:
     """Train to the end of the run, saying what is trained and where the checkpoints are; `continue_with`: the
     command that resumes it."""
@@ -573,6 +530,7 @@ def _labels(label:int|None, n:int, num_classes:int|None)->tuple[torch.Tensor|Non
     per_row = -(-n // num_classes)                                      # ceil: one row per class
     return torch.arange(n) // per_row, per_row
 
+# %% ../nbs/10_cli.ipynb #cb7e130d
 def _save_npz(path:str|Path, x:torch.Tensor, labels:torch.Tensor|None):
     "Samples as .npz: x, and y when every sample has a class (the layout load_dataset reads)."
     arrays = {"x": x.float().cpu().numpy()}
@@ -581,6 +539,12 @@ def _save_npz(path:str|Path, x:torch.Tensor, labels:torch.Tensor|None):
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
         np.savez(f, **arrays)   # a file object: savez adds no .npz to the name
 
+def _save_grid(path:str|Path, x:torch.Tensor, nrow:int|None, scale:int|None):
+    "Images as a PNG grid, enlarged by pixel replication (scale None: to at least 32 pixels)."
+    k = scale or max(1, 32 // x.shape[-1])
+    save_image_grid(x.repeat_interleave(k, -2).repeat_interleave(k, -1), path, nrow=nrow)
+
+# %% ../nbs/10_cli.ipynb #3d0af3c2
 def _view(x:np.ndarray)->tuple[np.ndarray, np.ndarray]:
     """Axis limits that show the bulk of 2-D points (the 0.5-99.5 percentiles, padded), whatever a few far
     ones do."""
@@ -620,11 +584,6 @@ def _save_scatter(path:str|Path, x:torch.Tensor, labels:torch.Tensor|None, title
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png")
 
-def _save_grid(path:str|Path, x:torch.Tensor, nrow:int|None, scale:int|None):
-    "Images as a PNG grid, enlarged by pixel replication (scale None: to at least 32 pixels)."
-    k = scale or max(1, 32 // x.shape[-1])
-    save_image_grid(x.repeat_interleave(k, -2).repeat_interleave(k, -1), path, nrow=nrow)
-
 # %% ../nbs/10_cli.ipynb #59b8ca3d
 def _check_eta(eta:float, sampler:str):
     if eta and "eta" not in SAMPLERS[sampler].options:
@@ -634,6 +593,38 @@ def _check_eta(eta:float, sampler:str):
         )
 
 
+def _describe_draw(run:str, model, label:int|None, labels:torch.Tensor|None, guidance:float, seed:int,
+                   bs:int, n:int, precision:str)->str:
+    """How samples were drawn, in one line: `run` (the sampler's description), then the prediction, the
+    labels, guidance, seed, batches and precision."""
+    return (
+        run
+        + (f", {model.prediction}-prediction" if model.prediction != "eps" else "")
+        + ("" if labels is None else f", label {label}" if label is not None else ", one row per class")
+        + (f", guidance {guidance:g}" if guidance else "")
+        + f", seed {seed}"
+        + (f", batches of {bs}" if bs < n else "")
+        + f", {precision}"
+    )
+
+# %% ../nbs/10_cli.ipynb #a5641787
+def _sample_batches(model, s, item_shape:tuple, n:int, bs:int, labels:torch.Tensor|None, seed:int,
+                    precision:str, **kw)->torch.Tensor:
+    """n samples drawn `bs` at a time by chapter 8's `sample` (`kw`: its options), one generator running
+    through the batches; the network in `precision` (bf16 or fp32)."""
+    dev = next(model.parameters()).device
+    dtype = {"bf16": torch.bfloat16, "fp32": None}[precision]
+    # one generator through the batches, on the model's device
+    g, chunks = torch.Generator(dev).manual_seed(seed), []
+    # the network in bf16; the sampler's arithmetic stays fp32
+    with torch.autocast(dev.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+        for i in range(0, n, bs):
+            batch_labels = None if labels is None else labels[i : i + bs]
+            x = sample(model, (min(bs, n - i), *item_shape), s, **kw, labels=batch_labels, generator=g)
+            chunks.append(x.float().cpu())
+    return torch.cat(chunks)
+
+# %% ../nbs/10_cli.ipynb #ffd12378
 def _draw(ckpt:str, n:int, sampler:str|None, steps:int, eta:float, label:int|None, guidance:float, seed:int,
           device:str|None, progress:bool, batch_size:int|None=None, precision:str="fp32",
           spacing:str|None=None):
@@ -657,48 +648,19 @@ def _draw(ckpt:str, n:int, sampler:str|None, steps:int, eta:float, label:int|Non
     dev = next(model.parameters()).device
     options = {k: v for k, v in how.items() if k == "clip" or k in SAMPLERS[sampler].options}
     precision = auto_precision(dev) if precision == "auto" else precision
-    dtype = {"bf16": torch.bfloat16, "fp32": None}[precision]
-    # one generator through the batches, on the model's device
-    g, bs, chunks = torch.Generator(dev).manual_seed(seed), batch_size or n, []
-    # the network in bf16; the sampler's arithmetic stays fp32
-    with torch.autocast(dev.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-        for i in range(0, n, bs):
-            chunks.append(
-                sample(
-                    model,
-                    (min(bs, n - i), *item_shape),
-                    s,
-                    sampler=sampler,
-                    n_steps=steps,
-                    eta=eta,
-                    spacing=spacing,
-                    **options,
-                    labels=None if labels is None else labels[i : i + bs],
-                    guidance_scale=guidance,
-                    generator=g,
-                    progress=progress,
-                )
-                .float()
-                .cpu()
-            )
-    x = torch.cat(chunks)
+    bs = batch_size or n
+    x = _sample_batches(model, s, item_shape, n, bs, labels, seed, precision, sampler=sampler, n_steps=steps,
+                        eta=eta, spacing=spacing, **options, guidance_scale=guidance, progress=progress)
     if len(item_shape) == 3:
         x = x.clamp(-1, 1)
     folder = Path(meta["source"]) if meta.get("format") == "diffusers" else find_checkpoint(ckpt)
     run = make_sampler(
         sampler, s, steps, spacing, eta=eta, **{k: v for k, v in options.items() if k != "clip"}
     ).describe() + (f", {spacing} spacing" if spacing else "")
-    what = (
-        run
-        + (f", {model.prediction}-prediction" if model.prediction != "eps" else "")
-        + ("" if labels is None else f", label {label}" if label is not None else ", one row per class")
-        + (f", guidance {guidance:g}" if guidance else "")
-        + f", seed {seed}"
-        + (f", batches of {bs}" if bs < n else "")
-        + f", {precision}"
-    )
+    what = _describe_draw(run, model, label, labels, guidance, seed, bs, n, precision)
     return x, labels, per_row, folder, meta["step"], what
 
+# %% ../nbs/10_cli.ipynb #af8c40d9
 def _sampler_arguments(p:argparse.ArgumentParser):
     "--sampler, --steps and --spacing, shared by sample and eval; their help reads the registry."
     p.add_argument(
@@ -724,82 +686,13 @@ def _sampler_arguments(p:argparse.ArgumentParser):
         + ")",
     )
 
-
+# %% ../nbs/10_cli.ipynb #3b57ef51
 def _sample_arguments(p:argparse.ArgumentParser):
-    p.add_argument(
-        "--ckpt",
-        required=True,
-        metavar="DIR",
-        help="a run folder (its last checkpoint), a checkpoint folder, or a diffusers folder: a "
-             "DDPMPipeline or a bare UNet2DModel (required)",
-    )
-    p.add_argument("--n", metavar="N", type=_positive_int, default=64, help="samples to draw")
-    _sampler_arguments(p)
-    p.add_argument(
-        "--eta",
-        metavar="ETA",
-        type=_nonneg_float,
-        default=0.0,
-        help="DDIM's eta: 0 deterministic, 1 DDPM's variance",
-    )
-    p.add_argument(
-        "--label",
-        metavar="K",
-        type=int,
-        default=None,
-        help="class to draw (-1: no label); default: the classes in turn, one row each (class-conditional "
-             "models)",
-    )
-    p.add_argument(
-        "--guidance",
-        metavar="W",
-        type=_nonneg_float,
-        default=0.0,
-        help="classifier-free guidance weight w (class-conditional models)",
-    )
-    p.add_argument(
-        "--seed",
-        metavar="N",
-        type=int,
-        default=0,
-        help="seed of the noise: the same seed (and --batch-size), the same samples",
-    )
-    p.add_argument(
-        "--batch-size",
-        metavar="N",
-        type=_positive_int,
-        default=256,
-        help="samples drawn at once (GPU memory); n of 50 000 runs in batches",
-    )
-    p.add_argument(
-        "--precision",
-        choices=("auto", "fp32", "bf16"),
-        default="auto",
-        help="the network's precision: auto is bf16 where the hardware has it (as in training), else fp32; "
-             "the sampler's arithmetic is fp32 either way",
-    )
-    p.add_argument(
-        "--out", metavar="FILE.png", help="write a PNG: a grid of images, or a scatter plot of 2-D points"
-    )
-    p.add_argument(
-        "--npz",
-        metavar="FILE.npz",
-        help="write the samples (x, and labels y) as .npz, readable by load_dataset",
-    )
-    p.add_argument(
-        "--nrow",
-        metavar="N",
-        type=_positive_int,
-        default=None,
-        help="images per row of the grid; default: one row per class, or square",
-    )
-    p.add_argument(
-        "--scale",
-        metavar="K",
-        type=_positive_int,
-        default=None,
-        help="enlarge each image this many times; default: to at least 32 pixels",
-    )
+    "The options of `ddpm_nb sample`, in the order --help lists them."
+    _sample_source_arguments(p)
+    _sample_which_arguments(p)
+    _sample_compute_arguments(p)
+    _sample_output_arguments(p)
     p.add_argument(
         "--device", type=_device, default=None, help="cpu, cuda, cuda:N or mps; default: the best available"
     )
@@ -807,7 +700,48 @@ def _sample_arguments(p:argparse.ArgumentParser):
         "--progress", action=argparse.BooleanOptionalAction, default=True, help="show a progress bar"
     )
 
+# %% ../nbs/10_cli.ipynb #b24f3681
+def _sample_source_arguments(p:argparse.ArgumentParser):
+    "--ckpt, --n and the sampler: what to draw from, how many, and how."
+    p.add_argument("--ckpt", required=True, metavar="DIR",
+                   help="a run folder (its last checkpoint), a checkpoint folder, or a diffusers folder: a "
+                        "DDPMPipeline or a bare UNet2DModel (required)")
+    p.add_argument("--n", metavar="N", type=_positive_int, default=64, help="samples to draw")
+    _sampler_arguments(p)
+    p.add_argument("--eta", metavar="ETA", type=_nonneg_float, default=0.0,
+                   help="DDIM's eta: 0 deterministic, 1 DDPM's variance")
 
+def _sample_which_arguments(p:argparse.ArgumentParser):
+    "--label, --guidance and --seed: which samples."
+    p.add_argument("--label", metavar="K", type=int, default=None,
+                   help="class to draw (-1: no label); default: the classes in turn, one row each "
+                        "(class-conditional models)")
+    p.add_argument("--guidance", metavar="W", type=_nonneg_float, default=0.0,
+                   help="classifier-free guidance weight w (class-conditional models)")
+    p.add_argument("--seed", metavar="N", type=int, default=0,
+                   help="seed of the noise: the same seed (and --batch-size), the same samples")
+
+# %% ../nbs/10_cli.ipynb #c221b040
+def _sample_compute_arguments(p:argparse.ArgumentParser):
+    "--batch-size and --precision: how the samples are computed."
+    p.add_argument("--batch-size", metavar="N", type=_positive_int, default=256,
+                   help="samples drawn at once (GPU memory); n of 50 000 runs in batches")
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
+                   help="the network's precision: auto is bf16 where the hardware has it (as in training), "
+                        "else fp32; the sampler's arithmetic is fp32 either way")
+
+def _sample_output_arguments(p:argparse.ArgumentParser):
+    "--out and --npz, the files to write; --nrow and --scale, the grid's layout."
+    p.add_argument("--out", metavar="FILE.png",
+                   help="write a PNG: a grid of images, or a scatter plot of 2-D points")
+    p.add_argument("--npz", metavar="FILE.npz",
+                   help="write the samples (x, and labels y) as .npz, readable by load_dataset")
+    p.add_argument("--nrow", metavar="N", type=_positive_int, default=None,
+                   help="images per row of the grid; default: one row per class, or square")
+    p.add_argument("--scale", metavar="K", type=_positive_int, default=None,
+                   help="enlarge each image this many times; default: to at least 32 pixels")
+
+# %% ../nbs/10_cli.ipynb #7000a2b4
 def _sample(args)->int:
     "ddpm_nb sample: draw from a checkpoint into a PNG and/or an .npz file."
     if not (args.out or args.npz):
@@ -846,6 +780,7 @@ def _sample(args)->int:
         print(f"wrote {args.npz}")
     return 0
 
+# %% ../nbs/10_cli.ipynb #a8a0b4cd
 COMMANDS["sample"] = (
     "draw samples from a checkpoint into a PNG and/or an .npz file",
     "  ddpm_nb sample --ckpt runs/digits --out grid.png                         # DDIM, 50 steps\n"
@@ -860,7 +795,7 @@ COMMANDS["sample"] = (
     _sample,
 )
 
-
+# %% ../nbs/10_cli.ipynb #29caa193
 def _export_arguments(p:argparse.ArgumentParser):
     p.add_argument(
         "--ckpt",
@@ -885,7 +820,7 @@ def _export_arguments(p:argparse.ArgumentParser):
         "--unet-only", action="store_true", help="a bare UNet2DModel folder instead of a DDPMPipeline"
     )
 
-
+# %% ../nbs/10_cli.ipynb #0da1a67b
 def _export(args)->int:
     "ddpm_nb export: a run as a diffusers folder (chapter 12)."
     folder = save_diffusers(
@@ -936,7 +871,7 @@ def _eval_arguments(p:argparse.ArgumentParser):
         "--progress", action=argparse.BooleanOptionalAction, default=True, help="show progress bars"
     )
 
-
+# %% ../nbs/10_cli.ipynb #6250f2c2
 def _evaluate(ckpt:str, n:int, sampler:str|None, steps:int, eta:float, guidance:float, seed:int,
               device:str|None, progress:bool, spacing:str|None=None):
     "Chapter 9's report on a checkpoint."
@@ -957,7 +892,7 @@ def _evaluate(ckpt:str, n:int, sampler:str|None, steps:int, eta:float, guidance:
         spacing=spacing,
     )
 
-
+# %% ../nbs/10_cli.ipynb #019acd4c
 def _eval(args)->int:
     "ddpm_nb eval: print chapter 9's metrics of a checkpoint."
     report = _evaluate(
@@ -984,6 +919,7 @@ COMMANDS["eval"] = ("print quality metrics of a checkpoint (chapter 9)",
 # 3 to 8 minutes of training on two CPU cores (65-117 ms a step in bf16, 120-162 in fp32); the digits are
 # clear by then
 DEMO_STEPS = 3000
+
 _DEMO = dict(
     data="digits",
     model="tiny",
@@ -996,7 +932,31 @@ _DEMO = dict(
     ckpt_every=500,
 )
 
+def _demo_trainer(args)->Trainer|None:
+    "The demo's trainer: a new run, or the run in --out continued; None when that run is complete."
+    out = Path(args.out)
+    last = latest_checkpoint(out)
+    if last is None:
+        return Trainer(
+            TrainConfig(
+                **_DEMO,
+                steps=args.steps,
+                seed=args.seed,
+                device=args.device,
+                progress=args.progress,
+                out=str(out),
+            )
+        )
+    meta = read_checkpoint(last)
+    if any(meta["config"].get(k) != v for k, v in _DEMO.items() if k in _FIXED_ON_RESUME):
+        raise CLIError(f"{out} holds a run that is not the demo's ({last.name}); choose another --out")
+    if meta["step"] >= args.steps:
+        print(f"{out} already holds the demo's run, at step {meta['step']}: using it")
+        return None
+    print(f"continuing the demo's run in {out} from step {meta['step']}")
+    return Trainer.resume(out, steps=args.steps, device=args.device, progress=args.progress, out=str(out))
 
+# %% ../nbs/10_cli.ipynb #ccca81ca
 def _demo_arguments(p:argparse.ArgumentParser):
     p.add_argument(
         "--out", default="ddpm_demo", metavar="DIR", help="the run folder: checkpoints and samples.png"
@@ -1029,31 +989,6 @@ def _demo_arguments(p:argparse.ArgumentParser):
         "--progress", action=argparse.BooleanOptionalAction, default=True, help="show progress bars"
     )
 
-
-def _demo_trainer(args)->Trainer|None:
-    "The demo's trainer: a new run, or the run in --out continued; None when that run is complete."
-    out = Path(args.out)
-    last = latest_checkpoint(out)
-    if last is None:
-        return Trainer(
-            TrainConfig(
-                **_DEMO,
-                steps=args.steps,
-                seed=args.seed,
-                device=args.device,
-                progress=args.progress,
-                out=str(out),
-            )
-        )
-    meta = read_checkpoint(last)
-    if any(meta["config"].get(k) != v for k, v in _DEMO.items() if k in _FIXED_ON_RESUME):
-        raise CLIError(f"{out} holds a run that is not the demo's ({last.name}); choose another --out")
-    if meta["step"] >= args.steps:
-        print(f"{out} already holds the demo's run, at step {meta['step']}: using it")
-        return None
-    print(f"continuing the demo's run in {out} from step {meta['step']}")
-    return Trainer.resume(out, steps=args.steps, device=args.device, progress=args.progress, out=str(out))
-
 # %% ../nbs/10_cli.ipynb #00bbe7ca
 def _demo(args)->int:
     "ddpm_nb demo: train on the digits, write a grid of samples, print the metrics."
@@ -1066,15 +1001,7 @@ def _demo(args)->int:
             f"ddpm_nb demo --out {args.out}" + (f" --steps {args.steps}" if args.steps != DEMO_STEPS else ""),
         )
     x, _, per_row, folder, step, what = _draw(
-        args.out,
-        100,
-        "ddim",
-        args.sample_steps,
-        0.0,
-        None,
-        args.guidance,
-        args.seed,
-        args.device,
+        args.out, 100, "ddim", args.sample_steps, 0.0, None, args.guidance, args.seed, args.device,
         args.progress,
     )
     grid = Path(args.out) / "samples.png"
@@ -1123,7 +1050,7 @@ def _data_arguments(p:argparse.ArgumentParser):
         help="download the files when they are not in --root",
     )
 
-
+# %% ../nbs/10_cli.ipynb #c9bc5b45
 def _data(args)->int:
     "ddpm_nb data: a torchvision dataset, downloaded and written as .npz."
     out = Path(args.out or f"data/{args.name}-{args.split}.npz")
@@ -1191,6 +1118,7 @@ def _fid_arguments(p:argparse.ArgumentParser):
     )
     p.add_argument("--json", action="store_true", help="print the result as JSON")
 
+# %% ../nbs/10_cli.ipynb #5d8123f9
 def _fid(args)->int:
     "ddpm_nb fid: FID and Inception Score through torch-fidelity."
     try:

@@ -84,43 +84,9 @@ class ArrayDataset(Dataset):
                  name:str="data", # a short name for logs and checkpoints, e.g. "digits/train"
                  classes:list[str]|None=None, # class names, indexed by label (an image folder's subfolders)
                 ):
-        if not isinstance(x, Tensor) or not x.is_floating_point():
-            raise ValueError(
-                f"x must be a float tensor, got {x.dtype if isinstance(x, Tensor) else type(x).__name__}"
-            )
-        if x.ndim < 2 or len(x) == 0:
-            raise ValueError(
-                f"x must have shape (n, ...) with n >= 1 and at least 2 dimensions, got {tuple(x.shape)}"
-            )
-        x = x.to(torch.float32)
-        if not torch.isfinite(x).all():
-            raise ValueError(
-                f"x must be finite, found {(~torch.isfinite(x)).sum().item()} NaN or infinite values"
-            )
-        if x.ndim == 4 and (x.min() < -1 - 1e-6 or x.max() > 1 + 1e-6):
-            raise ValueError(
-                f"images must lie in [-1, 1], found values in [{x.min().item():.4g}, {x.max().item():.4g}]; "
-                "scale integer pixels with scale_to_unit"
-            )
-        if n_levels is not None:
-            _check_n_levels(n_levels)
-            _check_on_levels(x, n_levels)
-        if labels is None:
-            if num_classes is not None or classes is not None:
-                raise ValueError(
-                    f"num_classes={num_classes!r} and classes={classes!r} need labels, got labels=None"
-                )
-        else:
-            labels, num_classes = _check_labels(labels, len(x), num_classes)
-            if classes is not None and len(classes) != num_classes:
-                raise ValueError(f"classes must name all {num_classes} classes, got {len(classes)} names")
-        self.x, self.labels, self.n_levels, self.num_classes, self.name = (
-            x,
-            labels,
-            n_levels,
-            num_classes,
-            name,
-        )
+        x, labels, num_classes = _check_dataset(x, labels, n_levels, num_classes, classes)
+        self.x, self.labels, self.n_levels = x, labels, n_levels
+        self.num_classes, self.name = num_classes, name
         self.classes = None if classes is None else list(classes)
         # -1: no label
         self._y = labels if labels is not None else torch.full((len(x),), -1, dtype=torch.int64)
@@ -136,6 +102,41 @@ class ArrayDataset(Dataset):
         levels = "continuous" if self.n_levels is None else f"{self.n_levels} levels"
         labels = "unlabelled" if self.labels is None else f"{self.num_classes} classes"
         return f"ArrayDataset({self.name!r}: {len(self)} items of shape {self.shape}, {levels}, {labels})"
+
+# %% ../nbs/06_data.ipynb #4e4558a5
+def _check_dataset(x, labels, n_levels, num_classes, classes):
+    "ArrayDataset's arguments, checked: x as float32, labels as int64 (or None), and the number of classes."
+    if not isinstance(x, Tensor) or not x.is_floating_point():
+        raise ValueError(
+            f"x must be a float tensor, got {x.dtype if isinstance(x, Tensor) else type(x).__name__}"
+        )
+    if x.ndim < 2 or len(x) == 0:
+        raise ValueError(
+            f"x must have shape (n, ...) with n >= 1 and at least 2 dimensions, got {tuple(x.shape)}"
+        )
+    x = x.to(torch.float32)
+    if not torch.isfinite(x).all():
+        raise ValueError(
+            f"x must be finite, found {(~torch.isfinite(x)).sum().item()} NaN or infinite values"
+        )
+    if x.ndim == 4 and (x.min() < -1 - 1e-6 or x.max() > 1 + 1e-6):
+        raise ValueError(
+            f"images must lie in [-1, 1], found values in [{x.min().item():.4g}, {x.max().item():.4g}]; "
+            "scale integer pixels with scale_to_unit"
+        )
+    if n_levels is not None:
+        _check_n_levels(n_levels)
+        _check_on_levels(x, n_levels)
+    if labels is None:
+        if num_classes is not None or classes is not None:
+            raise ValueError(
+                f"num_classes={num_classes!r} and classes={classes!r} need labels, got labels=None"
+            )
+    else:
+        labels, num_classes = _check_labels(labels, len(x), num_classes)
+        if classes is not None and len(classes) != num_classes:
+            raise ValueError(f"classes must name all {num_classes} classes, got {len(classes)} names")
+    return x, labels, num_classes
 
 # %% ../nbs/06_data.ipynb #3276375b
 def _check_labels(labels, n, num_classes):
@@ -305,6 +306,7 @@ class DataOptionError(ValueError):
         options = " or ".join(f"{name or self.option}{sep}{v}" for v in self.values)
         return f"{self.problem}; pass {options} {self.purpose}"
 
+# %% ../nbs/06_data.ipynb #93d496c9
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
 _KEEP_MODE = {
     "L": "L",
@@ -340,6 +342,7 @@ def _pil_to_array(im, channels=None, size=None, where="image"):
     a = np.array(im, dtype=np.uint8)
     return a[:, :, None] if a.ndim == 2 else a                     # (h, w, c)
 
+# %% ../nbs/06_data.ipynb #3928f40e
 def _read_image(f, channels=None, size=None):
     """One image file as uint8 (h, w, c); ValueError naming the file if Pillow cannot read it as an 8-bit
     image."""
@@ -351,6 +354,54 @@ def _read_image(f, channels=None, size=None):
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise ValueError(f"cannot read {f} as an image: {e}") from None
     return _pil_to_array(im, channels, size, where=str(f))
+
+# %% ../nbs/06_data.ipynb #592c7685
+def _image_files(root:Path)->list[Path]:
+    """The image files under root, relative to it, sorted by path, hidden ones skipped; a ValueError if there
+    are none, or if some sit directly in root and others in subfolders."""
+    rel = sorted(
+        (
+            p.relative_to(root)
+            for p in root.rglob("*")
+            if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()
+        ),
+        key=lambda r: r.as_posix(),
+    )
+    rel = [r for r in rel if not any(part.startswith(".") for part in r.parts)]
+    if not rel:
+        raise ValueError(
+            f"no image files ({', '.join(IMAGE_EXTENSIONS)}, any case) in {root} or its subfolders"
+        )
+    nested = [len(r.parts) > 1 for r in rel]
+    if any(nested) and not all(nested):
+        raise ValueError(f"{root} holds images both directly ({rel[nested.index(False)]}) and in subfolders "
+                         f"({rel[nested.index(True)]}): put every image in a class subfolder, or none")
+    return rel
+
+# %% ../nbs/06_data.ipynb #04cd801c
+def _read_images(root:Path, rel:list[Path], channels:int|None, size:int|None)->list[np.ndarray]:
+    "Every file as uint8 (h, w, c); a DataOptionError when sizes or channels differ."
+    arrays = []
+    for r in rel:
+        a = _read_image(root / r, channels, size)
+        if arrays and a.shape[:2] != arrays[0].shape[:2]:
+            (h0, w0), (h, w) = arrays[0].shape[:2], a.shape[:2]
+            raise DataOptionError(
+                f"images differ in size: {root / rel[0]} is {w0}×{h0}, {root / r} is {w}×{h} (width×height)",
+                "size",
+                ["N"],
+                "to crop every image to a square and resize it to N×N",
+            )
+        if arrays and a.shape[2] != arrays[0].shape[2]:
+            raise DataOptionError(
+                f"images differ in channels: {root / rel[0]} has {arrays[0].shape[2]}, {root / r} has "
+                f"{a.shape[2]}",
+                "channels",
+                ["1 (grey)", "3 (RGB)"],
+                "to convert every image",
+            )
+        arrays.append(a)
+    return arrays
 
 # %% ../nbs/06_data.ipynb #f285a5b8
 def load_image_folder(
@@ -373,45 +424,10 @@ def load_image_folder(
             f"{root} is not a folder: load_image_folder reads a folder of images (for a .npy/.npz file use "
             "load_array)"
         )
-    rel = sorted(
-        (
-            p.relative_to(root)
-            for p in root.rglob("*")
-            if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()
-        ),
-        key=lambda r: r.as_posix(),
-    )
-    rel = [r for r in rel if not any(part.startswith(".") for part in r.parts)]
-    if not rel:
-        raise ValueError(
-            f"no image files ({', '.join(IMAGE_EXTENSIONS)}, any case) in {root} or its subfolders"
-        )
-    nested = [len(r.parts) > 1 for r in rel]
-    if any(nested) and not all(nested):
-        raise ValueError(f"{root} holds images both directly ({rel[nested.index(False)]}) and in subfolders "
-                         f"({rel[nested.index(True)]}): put every image in a class subfolder, or none")
-    arrays = []
-    for r in rel:
-        a = _read_image(root / r, channels, size)
-        if arrays and a.shape[:2] != arrays[0].shape[:2]:
-            (h0, w0), (h, w) = arrays[0].shape[:2], a.shape[:2]
-            raise DataOptionError(
-                f"images differ in size: {root / rel[0]} is {w0}×{h0}, {root / r} is {w}×{h} (width×height)",
-                "size",
-                ["N"],
-                "to crop every image to a square and resize it to N×N",
-            )
-        if arrays and a.shape[2] != arrays[0].shape[2]:
-            raise DataOptionError(
-                f"images differ in channels: {root / rel[0]} has {arrays[0].shape[2]}, {root / r} has "
-                f"{a.shape[2]}",
-                "channels",
-                ["1 (grey)", "3 (RGB)"],
-                "to convert every image",
-            )
-        arrays.append(a)
+    rel = _image_files(root)
+    arrays = _read_images(root, rel, channels, size)
     x = scale_to_unit(rearrange(torch.from_numpy(np.stack(arrays)), "n h w c -> n c h w"), 256).contiguous()
-    classes = sorted({r.parts[0] for r in rel}) if all(nested) else None
+    classes = sorted({r.parts[0] for r in rel}) if all(len(r.parts) > 1 for r in rel) else None
     labels = torch.tensor([classes.index(r.parts[0]) for r in rel]) if classes else None
     return ArrayDataset(x, labels, n_levels=256, num_classes=len(classes) if classes else None,
                         name=root.resolve().name, classes=classes)
@@ -435,6 +451,7 @@ def _npz_member(data, key, p):
     except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
         raise _np_error(p, e, key) from None
 
+# %% ../nbs/06_data.ipynb #6870c179
 def _read_npy_npz(p, labels_key):
     "The data array and the labels array (or None) of a .npy or .npz file."
     with open(p, "rb") as f:
@@ -500,23 +517,9 @@ def _layout(x, p):
         "with c in {1, 3, 4}, or float points (n, d)"
     )
 
-
-def load_array(
-    path:str|Path, # a .npy file, or a .npz file with the data under "x" (or as its only array)
-    labels_key:str|None=None, # the .npz array holding the labels; None: "y" or "labels" if present
-)->ArrayDataset: # images (n, c, h, w) in [-1, 1] or points (n, d); labels if the file has them
-    "Images or 2-D points from a NumPy file: uint8 pixels 0..255 or floats in [-1, 1]; pickles refused."
-    p = Path(path)
-    if not p.exists():
-        raise FileNotFoundError(f"no such file: {p}")
-    if p.suffix.lower() not in (".npy", ".npz"):
-        raise ValueError(f"{p}: load_array reads .npy or .npz files, got {p.suffix or 'no extension'}")
-    x, y = _read_npy_npz(p, labels_key)
-    if x.dtype == bool or x.dtype.kind not in "uif":
-        raise ValueError(f"{p}: dtype {x.dtype} is not supported; expected uint8 0..255 or floats in [-1, 1]")
-    if x.ndim == 0 or len(x) == 0:
-        raise ValueError(f"{p}: the array is empty, shape {x.shape}")
-    x = _layout(x, p)
+# %% ../nbs/06_data.ipynb #3bfd9eb5
+def _pixels(x:np.ndarray, p:Path)->tuple[Tensor, int|None]:
+    "The data as float32 in [-1, 1], and their levels: 256 for integer pixels 0..255, None for floats."
     if x.dtype.kind == "f":
         if not np.isfinite(x).all():
             raise ValueError(f"{p}: the array holds NaN or infinite values")
@@ -535,6 +538,26 @@ def load_array(
                 "expected uint8 0..255 or floats in [-1, 1]"
             )
         xt, n_levels = scale_to_unit(np.ascontiguousarray(x, dtype=np.uint8), 256), 256
+    return xt, n_levels
+
+# %% ../nbs/06_data.ipynb #86200850
+def load_array(
+    path:str|Path, # a .npy file, or a .npz file with the data under "x" (or as its only array)
+    labels_key:str|None=None, # the .npz array holding the labels; None: "y" or "labels" if present
+)->ArrayDataset: # images (n, c, h, w) in [-1, 1] or points (n, d); labels if the file has them
+    "Images or 2-D points from a NumPy file: uint8 pixels 0..255 or floats in [-1, 1]; pickles refused."
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"no such file: {p}")
+    if p.suffix.lower() not in (".npy", ".npz"):
+        raise ValueError(f"{p}: load_array reads .npy or .npz files, got {p.suffix or 'no extension'}")
+    x, y = _read_npy_npz(p, labels_key)
+    if x.dtype == bool or x.dtype.kind not in "uif":
+        raise ValueError(f"{p}: dtype {x.dtype} is not supported; expected uint8 0..255 or floats in [-1, 1]")
+    if x.ndim == 0 or len(x) == 0:
+        raise ValueError(f"{p}: the array is empty, shape {x.shape}")
+    x = _layout(x, p)
+    xt, n_levels = _pixels(x, p)
     if y is not None:
         if y.dtype.kind not in "ui" or y.shape != (len(xt),):
             raise ValueError(
@@ -560,19 +583,10 @@ def _item_image(img, i):
         return img.detach().cpu() if img.dtype == torch.uint8 else img.detach().cpu().float()
     raise ValueError(f"item {i}: the image must be a PIL image or a tensor, got {type(img).__name__}")
 
-def from_torchvision(
-    # a dataset of (image, label) items, the image a PIL image or a (c, h, w) tensor, as torchvision's
-    # datasets give
-    ds,
-    n:int|None=None, # read only the first n items; None: all
-)->ArrayDataset: # images (n, c, h, w) in [-1, 1]; labels and, if ds has them, its class names
-    "Read a torchvision-style dataset of (image, label) pairs into memory, pixels 0..255 scaled to [-1, 1]."
-    total = len(ds)
-    n = total if n is None else n
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 1 <= n <= total:
-        raise ValueError(f"n must be an integer in 1..{total} (the dataset's length), got {n!r}")
+def _read_items(ds, n:int)->tuple[list[Tensor], list[int]]:
+    "The first n items of ds: images as tensors (c, h, w) of one shape and dtype, labels as ints (−1: None)."
     images, labels = [], []
-    for i in range(int(n)):
+    for i in range(n):
         item = ds[i]
         if not isinstance(item, (tuple, list)) or len(item) != 2:
             raise ValueError(
@@ -587,7 +601,12 @@ def from_torchvision(
             )
         images.append(img)
         labels.append(-1 if item[1] is None else int(item[1]))
-    x, n_levels = torch.stack(images), 256
+    return images, labels
+
+# %% ../nbs/06_data.ipynb #442cff37
+def _scaled(x:Tensor)->tuple[Tensor, int|None]:
+    "Stacked images scaled to [-1, 1]: uint8 from 0..255, floats from [0, 1]; and their levels (256 or None)."
+    n_levels = 256
     if x.dtype == torch.uint8:
         x = scale_to_unit(x)
     else:
@@ -603,6 +622,22 @@ def from_torchvision(
             x = scale_to_unit(k.to(torch.uint8))     # ToTensor of 8-bit pixels: exact levels
         else:
             x, n_levels = x * 2 - 1, None
+    return x, n_levels
+
+# %% ../nbs/06_data.ipynb #51ca41a8
+def from_torchvision(
+    # a dataset of (image, label) items, the image a PIL image or a (c, h, w) tensor, as torchvision's
+    # datasets give
+    ds,
+    n:int|None=None, # read only the first n items; None: all
+)->ArrayDataset: # images (n, c, h, w) in [-1, 1]; labels and, if ds has them, its class names
+    "Read a torchvision-style dataset of (image, label) pairs into memory, pixels 0..255 scaled to [-1, 1]."
+    total = len(ds)
+    n = total if n is None else n
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 1 <= n <= total:
+        raise ValueError(f"n must be an integer in 1..{total} (the dataset's length), got {n!r}")
+    images, labels = _read_items(ds, int(n))
+    x, n_levels = _scaled(torch.stack(images))
     y = torch.tensor(labels)
     if (y == -1).all():
         return ArrayDataset(x, n_levels=n_levels, name=type(ds).__name__)
@@ -660,6 +695,7 @@ def load_torchvision(
     out.name = f"{name}/{split}"
     return out
 
+# %% ../nbs/06_data.ipynb #1de2536a
 def save_array(
     ds:ArrayDataset, # images or points, with or without labels
     # a .npz file; its folder is created; an existing file is replaced only once the new one is complete
@@ -707,6 +743,7 @@ def builtin_name(
         )
     return name_or_path.lower()
 
+# %% ../nbs/06_data.ipynb #3c3d31f0
 def load_dataset(
     # a name of BUILTIN_DATASETS (or "builtin:" and the name), a folder of images, or a .npy/.npz file
     name_or_path:str|Path,
@@ -719,21 +756,31 @@ def load_dataset(
     kwargs = {k: v for k, v in kwargs.items() if not (k in ("size", "channels") and v is None)}
     name = builtin_name(name_or_path)
     if name is not None:
-        if {"size", "channels"} & set(kwargs):
-            raise ValueError(
-                "an image size or a number of channels applies to a folder of images, not to the built-in "
-                f"dataset {name!r}"
-                + (
-                    " (digits16 and digits32 are the digits at 16 and 32 pixels)"
-                    if name.startswith("digits")
-                    else ""
-                )
+        return _load_builtin(name, split, kwargs)
+    return _load_path(name_or_path, split, kwargs)
+
+# %% ../nbs/06_data.ipynb #436a7d65
+def _load_builtin(name:str, split:str, kwargs:dict)->ArrayDataset:
+    "A built-in dataset by its name; an image size or a number of channels is an error here."
+    if {"size", "channels"} & set(kwargs):
+        raise ValueError(
+            "an image size or a number of channels applies to a folder of images, not to the built-in "
+            f"dataset {name!r}"
+            + (
+                " (digits16 and digits32 are the digits at 16 and 32 pixels)"
+                if name.startswith("digits")
+                else ""
             )
-        if name.startswith("digits"):
-            return load_digits(split, int(name[6:] or 8), **kwargs)
-        if name == "mnist":
-            return load_mnist(split, **kwargs)
-        return load_points(name, split, **kwargs)
+        )
+    if name.startswith("digits"):
+        return load_digits(split, int(name[6:] or 8), **kwargs)
+    if name == "mnist":
+        return load_mnist(split, **kwargs)
+    return load_points(name, split, **kwargs)
+
+# %% ../nbs/06_data.ipynb #0cc9c59a
+def _load_path(name_or_path, split:str, kwargs:dict)->ArrayDataset:
+    "A folder of images or a .npy/.npz file; errors that say what a missing path or a test split needs."
     if not isinstance(name_or_path, (str, Path)):
         raise ValueError(f"name_or_path must be a dataset name or a path, got {type(name_or_path).__name__}")
     p = Path(name_or_path)

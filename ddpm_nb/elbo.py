@@ -13,7 +13,7 @@ from einops import repeat
 from torch import Tensor, nn
 
 from .forward import check_like, noise_like, q_sample
-from .schedule import Schedule, extract
+from .schedule import Schedule, extract, patch
 
 # %% auto #0
 __all__ = ['normal_kl', 'discretized_gaussian_log_likelihood', 'VAE', 'q_posterior', 'p_variance', 'x0_from_eps', 'prior_kl',
@@ -105,55 +105,65 @@ class VAE(nn.Module):
         self.decoder = nn.Sequential(nn.Linear(d_latent, d_hidden), nn.SiLU(),
                                      nn.Linear(d_hidden, d_hidden), nn.SiLU(), nn.Linear(d_hidden, 2 * d))
 
-    def encode(self, x:Tensor)->tuple[Tensor, Tensor]:
-        "Mean and log-variance of q_φ(z | x), each (b, d_latent)."
-        if tuple(x.shape[1:]) != self.shape:
-            raise ValueError(
-                f"VAE expects items of shape {self.shape}, got a batch of shape {tuple(x.shape)}"
-            )
-        mean, logvar = self.encoder(x).chunk(2, dim=-1)
-        return mean, logvar
-
-    def decode(self, z:Tensor)->tuple[Tensor, Tensor]:
-        "Mean and log-variance of p_θ(x | z), each (b, *shape)."
-        mean, logvar = self.decoder(z).view(len(z), 2, *self.shape).unbind(1)
-        return mean, logvar.clamp(self.min_logvar, 4.)
-
-    def neg_elbo(self, x:Tensor, generator:torch.Generator|None=None)->tuple[Tensor, Tensor]:
-        """The two terms of −ELBO per item, in nats: −log p_θ(x|z) for one z ~ q_φ(z|x), and KL(q_φ(z|x) ‖
-        p(z)); each (b,)."""
-        mean, logvar = self.encode(x)
-        z = mean + (0.5 * logvar).exp() * noise_like(mean, generator)      # reparameterisation
-        m, lv = self.decode(z)
-        rec = -discretized_gaussian_log_likelihood(x, m, lv, self.n_levels).flatten(1).sum(1)
-        return rec, normal_kl(mean, logvar, 0., 0.).sum(1)
-
-    def forward(self, x:Tensor, generator:torch.Generator|None=None)->Tensor:
-        "The training loss: −ELBO averaged over the batch, in bits per dimension."
-        rec, kl = self.neg_elbo(x, generator)
-        return (rec + kl).mean() / (x[0].numel() * math.log(2))
-
-    @torch.no_grad()
-    def log_px(self, x:Tensor, n_samples:int=256, generator:torch.Generator|None=None)->Tensor:
-        """Importance-sampled estimate of log p_θ(x) per item, in nats, (b,); n_samples=1 gives the ELBO
-        (Burda et al. 2016)."""
-        mean, logvar = self.encode(x)
-        # (k, b, d_latent)
-        z = mean + (0.5 * logvar).exp() * noise_like(mean.expand(n_samples, *mean.shape), generator)
-        m, lv = self.decode(z.flatten(0, 1))
-        log_pxz = discretized_gaussian_log_likelihood(
-            x.repeat(n_samples, *[1] * (x.ndim - 1)), m, lv, self.n_levels
+# %% ../nbs/03_vae.ipynb #650f7cff
+@patch
+def encode(self:VAE, x:Tensor)->tuple[Tensor, Tensor]:
+    "Mean and log-variance of q_φ(z | x), each (b, d_latent)."
+    if tuple(x.shape[1:]) != self.shape:
+        raise ValueError(
+            f"VAE expects items of shape {self.shape}, got a batch of shape {tuple(x.shape)}"
         )
-        log_pxz = log_pxz.flatten(1).sum(1).view(n_samples, len(x))
-        log_pz = -0.5 * (z ** 2 + math.log(2 * math.pi)).sum(-1)
-        log_qz = -0.5 * ((z - mean) ** 2 / logvar.exp() + logvar + math.log(2 * math.pi)).sum(-1)
-        return torch.logsumexp(log_pxz + log_pz - log_qz, 0) - math.log(n_samples)
+    mean, logvar = self.encoder(x).chunk(2, dim=-1)
+    return mean, logvar
 
-    @torch.no_grad()
-    def sample(self, n:int, generator:torch.Generator|None=None)->Tensor:
-        "n images: decoder means for z ~ N(0, I), clipped to [-1, 1], (n, *shape)."
-        z = noise_like(torch.empty(n, self.d_latent, device=next(self.parameters()).device), generator)
-        return self.decode(z)[0].clamp(-1, 1)
+@patch
+def decode(self:VAE, z:Tensor)->tuple[Tensor, Tensor]:
+    "Mean and log-variance of p_θ(x | z), each (b, *shape)."
+    mean, logvar = self.decoder(z).view(len(z), 2, *self.shape).unbind(1)
+    return mean, logvar.clamp(self.min_logvar, 4.)
+
+# %% ../nbs/03_vae.ipynb #1696a35e
+@patch
+def neg_elbo(self:VAE, x:Tensor, generator:torch.Generator|None=None)->tuple[Tensor, Tensor]:
+    """The two terms of −ELBO per item, in nats: −log p_θ(x|z) for one z ~ q_φ(z|x), and KL(q_φ(z|x) ‖
+    p(z)); each (b,)."""
+    mean, logvar = self.encode(x)
+    z = mean + (0.5 * logvar).exp() * noise_like(mean, generator)      # reparameterisation
+    m, lv = self.decode(z)
+    rec = -discretized_gaussian_log_likelihood(x, m, lv, self.n_levels).flatten(1).sum(1)
+    return rec, normal_kl(mean, logvar, 0., 0.).sum(1)
+
+@patch
+def forward(self:VAE, x:Tensor, generator:torch.Generator|None=None)->Tensor:
+    "The training loss: −ELBO averaged over the batch, in bits per dimension."
+    rec, kl = self.neg_elbo(x, generator)
+    return (rec + kl).mean() / (x[0].numel() * math.log(2))
+
+# %% ../nbs/03_vae.ipynb #ad21e884
+@patch
+@torch.no_grad()
+def log_px(self:VAE, x:Tensor, n_samples:int=256, generator:torch.Generator|None=None)->Tensor:
+    """Importance-sampled estimate of log p_θ(x) per item, in nats, (b,); n_samples=1 gives the ELBO
+    (Burda et al. 2016)."""
+    mean, logvar = self.encode(x)
+    # (k, b, d_latent)
+    z = mean + (0.5 * logvar).exp() * noise_like(mean.expand(n_samples, *mean.shape), generator)
+    m, lv = self.decode(z.flatten(0, 1))
+    log_pxz = discretized_gaussian_log_likelihood(
+        x.repeat(n_samples, *[1] * (x.ndim - 1)), m, lv, self.n_levels
+    )
+    log_pxz = log_pxz.flatten(1).sum(1).view(n_samples, len(x))
+    log_pz = -0.5 * (z ** 2 + math.log(2 * math.pi)).sum(-1)
+    log_qz = -0.5 * ((z - mean) ** 2 / logvar.exp() + logvar + math.log(2 * math.pi)).sum(-1)
+    return torch.logsumexp(log_pxz + log_pz - log_qz, 0) - math.log(n_samples)
+
+# %% ../nbs/03_vae.ipynb #03a19a36
+@patch
+@torch.no_grad()
+def sample(self:VAE, n:int, generator:torch.Generator|None=None)->Tensor:
+    "n images: decoder means for z ~ N(0, I), clipped to [-1, 1], (n, *shape)."
+    z = noise_like(torch.empty(n, self.d_latent, device=next(self.parameters()).device), generator)
+    return self.decode(z)[0].clamp(-1, 1)
 
 # %% ../nbs/03_vae.ipynb #a2fdf96a
 def q_posterior(
@@ -223,24 +233,60 @@ class eval_mode:
         if self.model is not None:
             self.model.train(self.was_training)
 
+# %% ../nbs/03_vae.ipynb #4c96a921
+def _kl_terms(
+    model, # the noise predictor, called as model(x_t, t) or model(x_t, t, cond)
+    x0:Tensor, # clean data (b, ...)
+    ts:Tensor, # the steps of this call, code index, (n,)
+    s:Schedule, # the noise schedule, on x0's device
+    p_logvar:Tensor, # log σ_t² of the reverse steps, (T,)
+    cond:Tensor|None, # labels (b,), or None
+    generator:torch.Generator|None, # source of the noise that draws each x_t
+    prediction:str, # what the model predicts: "eps", "x0" or "v"
+)->tuple[Tensor, Tensor, Tensor]: # L_{t-1} in nats per row (n·b,); μ_θ and log σ² of the first b rows
+    "L_{t-1} = KL(q(x_{t-1} | x_t, x_0) ‖ p_θ(x_{t-1} | x_t)) for every item at every step of ts (Eq. 5)."
+    # chapter 4 builds on this one; its reading of x0- and v-predictions is needed here
+    from ddpm_nb.loss import predicted_eps_x0
+    b = len(x0)
+    # item-major within each t: row j*b + i is item i at ts[j]
+    xb = repeat(x0, "b ... -> (n b) ...", n=len(ts))
+    tb = repeat(ts, "n -> (n b)", b=b)
+    x_t = q_sample(xb, tb, noise_like(xb, generator), s)
+    out_ = model(x_t, tb) if cond is None else model(x_t, tb, repeat(cond, "b -> (n b)", n=len(ts)))
+    x0_hat = predicted_eps_x0(out_.to(xb.dtype), x_t, tb, s, prediction)[1]
+    mean_p, _ = q_posterior(x0_hat, x_t, tb, s)         # μ_θ = μ̃_t(x_t, x̂_0)
+    logvar_p = extract(p_logvar, tb, xb)
+    mean_q, var_q = q_posterior(xb, x_t, tb, s)
+    term = normal_kl(mean_q, var_q.clamp_min(1e-30).log(), mean_p, logvar_p).flatten(1).mean(1)
+    return term, mean_p[:b], logvar_p[:b]
+
+# %% ../nbs/03_vae.ipynb #b3d3f9cd
+def _decoder_nll(
+    x0:Tensor, # clean data (b, ...)
+    mean:Tensor, # μ_θ(x_1, 1), shape of x0
+    logvar:Tensor, # log σ_1², broadcastable to x0
+    n_levels:int|None, # grey levels of the data; None: continuous data
+)->Tensor: # −log p_θ(x_0 | x_1) in nats, elementwise
+    "L_0: the discretised Gaussian of DDPM Eq. 13, or for continuous data the density −log N(x_0; μ, σ²)."
+    if n_levels is None:
+        return 0.5 * (math.log(2 * math.pi) + logvar + (x0 - mean) ** 2 / logvar.exp())
+    return -discretized_gaussian_log_likelihood(x0, mean, logvar, n_levels)
+
+# %% ../nbs/03_vae.ipynb #2204467c
 def vlb_terms(
-    # noise predictor, called as model(x_t, t) or model(x_t, t, cond); put in eval mode while it runs
-    model:nn.Module,
+    model:nn.Module, # noise predictor, model(x_t, t) or model(x_t, t, cond); in eval mode while it runs
     x0:Tensor, # clean data (b, ...) on the grid of n_levels levels in [-1, 1]
     s:Schedule, # the noise schedule the model was trained with
-    # grey levels of the data: 256 for 8-bit images, 17 for digits; None: continuous data (points), L_0 a
-    # density
-    n_levels:int|None=256,
+    n_levels:int|None=256, # grey levels: 256 for 8-bit images, 17 for digits; None: points, L_0 a density
     variance:str="beta_tilde", # σ_t² of the reverse steps: "beta_tilde" or "beta"
     cond:Tensor|None=None, # labels (b,) for a class-conditional model
     generator:torch.Generator|None=None, # source of the noise that draws each x_t
     batch_size:int=4096, # most (item, t) pairs per network call
-    # what the model predicts: "eps", "x0" or "v"; None: model.prediction if it has one, else "eps"
-    prediction:str|None=None,
+    prediction:str|None=None, # "eps", "x0" or "v"; None: model.prediction if it has one, else "eps"
 )->Tensor: # (b, T+1) in bits per dimension; column i is the paper's L_i
     "Every term of DDPM's variational bound (Eq. 5), L_0, L_1, ..., L_T, per item in bits per dimension."
-    # chapter 4 builds on this one; its reading of x0- and v-predictions is needed here
-    from ddpm_nb.loss import predicted_eps_x0, prediction_of
+    # chapter 4 builds on this one; its reading of what a model predicts is needed here
+    from ddpm_nb.loss import prediction_of
     prediction = prediction_of(model, prediction)
     check_like(x0, x0, "x0", "x0")
     p_logvar = p_variance(s, variance).log().to(x0.device)     # validates `variance`
@@ -254,27 +300,10 @@ def vlb_terms(
     with eval_mode(model), torch.inference_mode():
         for t0 in range(0, T, per_call):
             ts = torch.arange(t0, min(T, t0 + per_call), device=x0.device)
-            # item-major within each t: row j*b + i is item i at ts[j]
-            xb = repeat(x0, "b ... -> (n b) ...", n=len(ts))
-            tb = repeat(ts, "n -> (n b)", b=b)
-            x_t = q_sample(xb, tb, noise_like(xb, generator), s)
-            out_ = model(x_t, tb) if cond is None else model(x_t, tb, repeat(cond, "b -> (n b)", n=len(ts)))
-            x0_hat = predicted_eps_x0(out_.to(xb.dtype), x_t, tb, s, prediction)[1]
-            mean_p, _ = q_posterior(x0_hat, x_t, tb, s)         # μ_θ = μ̃_t(x_t, x̂_0)
-            logvar_p = extract(p_logvar, tb, xb)
-            mean_q, var_q = q_posterior(xb, x_t, tb, s)
-            # L_{t-1}
-            term = normal_kl(mean_q, var_q.clamp_min(1e-30).log(), mean_p, logvar_p).flatten(1).mean(1)
+            term, mean_p, logvar_p = _kl_terms(model, x0, ts, s, p_logvar, cond, generator, prediction)
             # code t = 0 is the paper's t = 1: the decoder term L_0
             if t0 == 0:
-                # continuous data: the decoder's Gaussian density, −log N(x_0; μ, σ²)
-                if n_levels is None:
-                    nll0 = 0.5 * (
-                        math.log(2 * math.pi) + logvar_p[:b] + (xb[:b] - mean_p[:b]) ** 2 / logvar_p[:b].exp()
-                    )
-                else:
-                    nll0 = -discretized_gaussian_log_likelihood(xb[:b], mean_p[:b], logvar_p[:b], n_levels)
-                term[:b] = nll0.flatten(1).mean(1)
+                term[:b] = _decoder_nll(x0, mean_p, logvar_p, n_levels).flatten(1).mean(1)
             out[:, t0:t0 + len(ts)] = term.view(len(ts), b).T
         out[:, T] = prior_kl(x0, s).flatten(1).mean(1)          # L_T
     return out / _LN2
@@ -292,14 +321,12 @@ class BitsPerDim:
     n:int # number of items
     def __str__(self): return f"{self.total:.3f} ± {self.stderr:.3f} bits/dim (n={self.n})"
 
+# %% ../nbs/03_vae.ipynb #050f1ccb
 def nll_bits_per_dim(
     model:nn.Module, # noise predictor, called as model(x_t, t) or model(x_t, t, labels)
-    # (n, ...) data on the grid of n_levels levels in [-1, 1]; moved to the model's device chunk by chunk
-    data:Tensor,
+    data:Tensor, # (n, ...) on the grid of n_levels levels in [-1, 1]; moved to the model's device in chunks
     s:Schedule, # the noise schedule the model was trained with
-    # grey levels: 256 for 8-bit images, 17 for digits; None: continuous data (a bound on a density, which can
-    # be negative)
-    n_levels:int|None=256,
+    n_levels:int|None=256, # grey levels: 256 for 8-bit images, 17 for digits; None: points (can be negative)
     variance:str="beta_tilde", # σ_t² of the reverse steps: "beta_tilde" or "beta"
     labels:Tensor|None=None, # (n,) labels for a class-conditional model
     generator:torch.Generator|None=None, # source of noise; fix it for a repeatable number
@@ -321,19 +348,9 @@ def nll_bits_per_dim(
     parts = []
     for i in range(0, len(data), chunk):
         cond = None if labels is None else labels[i:i + chunk].to(dev)
-        parts.append(
-            vlb_terms(
-                model,
-                data[i : i + chunk].to(dev),
-                s,
-                n_levels,
-                variance,
-                cond,
-                generator,
-                batch_size,
-                prediction,
-            ).cpu()
-        )
+        part = vlb_terms(model, data[i:i + chunk].to(dev), s, n_levels, variance, cond, generator, batch_size,
+                         prediction)
+        parts.append(part.cpu())
     terms = torch.cat(parts).double()
     tot = terms.sum(1)
     se = tot.std().item() / len(tot) ** 0.5 if len(tot) > 1 else float("nan")

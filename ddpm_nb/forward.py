@@ -11,8 +11,20 @@ from torch import Tensor
 from .schedule import Schedule, extract
 
 # %% auto #0
-__all__ = ['check_finite', 'check_like', 'q_step', 'q_mean_var', 'q_sample', 'default_device', 'auto_precision', 'has_cuda',
+__all__ = ['q_step', 'check_finite', 'check_like', 'q_mean_var', 'q_sample', 'default_device', 'auto_precision', 'has_cuda',
            'noise_like']
+
+# %% ../nbs/01_forward.ipynb #2bedc4ba
+def q_step(
+    x_prev:Tensor, # x_{t-1}, (b, ...)
+    t:int|Tensor, # step(s) to take, code index 0..T-1, an int or (b,)
+    eps:Tensor, # standard Gaussian noise, shape of x_prev
+    s:Schedule, # the noise schedule
+)->Tensor: # x_t, shape of x_prev
+    "One forward step, x_t = √α_t x_{t-1} + √(1−α_t) ε: a draw from q(x_t | x_{t-1}) (DDPM Eq. 2)."
+    t = s.check_t(t, len(x_prev))
+    check_like(eps, x_prev, "eps", "x_prev")
+    return extract(s.alpha, t, x_prev).sqrt() * x_prev + extract(s.beta, t, x_prev).sqrt() * eps
 
 # %% ../nbs/01_forward.ipynb #8239f93c
 def check_finite(
@@ -43,18 +55,6 @@ def check_like(
     check_finite(ref, ref_name)
     if a is not ref:
         check_finite(a, name)
-
-# %% ../nbs/01_forward.ipynb #2bedc4ba
-def q_step(
-    x_prev:Tensor, # x_{t-1}, (b, ...)
-    t:int|Tensor, # step(s) to take, code index 0..T-1, an int or (b,)
-    eps:Tensor, # standard Gaussian noise, shape of x_prev
-    s:Schedule, # the noise schedule
-)->Tensor: # x_t, shape of x_prev
-    "One forward step, x_t = √α_t x_{t-1} + √(1−α_t) ε: a draw from q(x_t | x_{t-1}) (DDPM Eq. 2)."
-    t = s.check_t(t, len(x_prev))
-    check_like(eps, x_prev, "eps", "x_prev")
-    return extract(s.alpha, t, x_prev).sqrt() * x_prev + extract(s.beta, t, x_prev).sqrt() * eps
 
 # %% ../nbs/01_forward.ipynb #1e453b03
 def q_mean_var(

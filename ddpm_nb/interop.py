@@ -57,6 +57,7 @@ DIFFUSERS_UNET_DEFAULTS = dict(
     num_train_timesteps=None,
 )
 
+# %% ../nbs/12_pretrained.ipynb #88613af6
 # Settings of UNet2DModel that DDPM's network has, and the value it needs for each
 _FIXED = dict(
     center_input_sample=False,
@@ -83,6 +84,7 @@ class UnsupportedConfig(ValueError):
 def _unsupported(field:str, value, want:str, where:str="config.json"):
     raise UnsupportedConfig(f"{where}: {field} = {value!r} is not supported (ddpm_nb's U-Net needs {want})")
 
+# %% ../nbs/12_pretrained.ipynb #fa6f3cce
 def unet_config_from_diffusers(
     config:dict, # a UNet2DModel's config.json, as a dict
     # classes of a model written by ddpm_nb (its num_class_embeds is num_classes + 1, the last row "no label")
@@ -90,6 +92,29 @@ def unet_config_from_diffusers(
 )->UNetConfig:
     """The UNetConfig that computes what diffusers' UNet2DModel computes with this config, or an
     UnsupportedConfig naming the field."""
+    c = _merged_unet_config(config)
+    size = _image_size(c)
+    boc, ch, attn = _unet_levels(c)
+    _check_unet_widths(c, boc, ch)
+    head = _head_dim(c, boc, attn)
+    _check_class_embeds(c, num_classes)
+    return UNetConfig(
+        image_channels=c["in_channels"],
+        image_size=size,
+        ch=ch,
+        ch_mult=tuple(b // ch for b in boc),
+        num_res_blocks=c["layers_per_block"],
+        attn_levels=attn,
+        dropout=float(c["dropout"]),
+        groups=c["norm_num_groups"],
+        num_classes=num_classes,
+        down_padding="same" if c["downsample_padding"] == 0 else "symmetric",
+        attn_head_dim=head,
+    )
+
+# %% ../nbs/12_pretrained.ipynb #aa39fc33
+def _merged_unet_config(config:dict)->dict:
+    "config.json over diffusers' defaults, once its class, field names and fixed settings are checked."
     name = config.get("_class_name", "UNet2DModel")
     if name != "UNet2DModel":
         _unsupported("_class_name", name, "'UNet2DModel'")
@@ -105,6 +130,10 @@ def unet_config_from_diffusers(
             _unsupported(k, c[k], repr(v))
     if c["in_channels"] != c["out_channels"]:
         _unsupported("out_channels", c["out_channels"], f"as many as in_channels ({c['in_channels']})")
+    return c
+
+def _image_size(c:dict)->int:
+    "The side of the square images: sample_size, an int or a pair of equal ints."
     size = c["sample_size"]
     if isinstance(size, (list, tuple)):
         if len(size) != 2 or size[0] != size[1]:
@@ -112,6 +141,11 @@ def unet_config_from_diffusers(
         size = size[0]
     if not isinstance(size, int):
         _unsupported("sample_size", size, "an int")
+    return size
+
+# %% ../nbs/12_pretrained.ipynb #e573f075
+def _unet_levels(c:dict)->tuple[list, int, tuple]:
+    "(block_out_channels, the first width, the levels with attention), once the block types are checked."
     boc, down, up = list(c["block_out_channels"]), list(c["down_block_types"]), list(c["up_block_types"])
     ch = boc[0]
     if any(b % ch for b in boc):
@@ -125,6 +159,10 @@ def unet_config_from_diffusers(
     mirror = ["AttnUpBlock2D" if i in attn else "UpBlock2D" for i in reversed(range(len(boc)))]
     if up != mirror:
         _unsupported("up_block_types", up, f"the mirror of down_block_types, {mirror}")
+    return boc, ch, attn
+
+def _check_unet_widths(c:dict, boc:list, ch:int):
+    "The time embedding's width, the norm groups and the downsampling padding must be ones this U-Net has."
     if c["time_embedding_dim"] not in (None, 4 * ch):
         _unsupported("time_embedding_dim", c["time_embedding_dim"], f"None or {4 * ch}")
     if c["attn_norm_num_groups"] not in (None, c["norm_num_groups"]):
@@ -133,11 +171,19 @@ def unet_config_from_diffusers(
         _unsupported("downsample_padding", c["downsample_padding"], "0 (TensorFlow's SAME) or 1")
     if any(w % c["norm_num_groups"] for w in boc):
         _unsupported("norm_num_groups", c["norm_num_groups"], f"a divisor of every width in {boc}")
+
+# %% ../nbs/12_pretrained.ipynb #f655128f
+def _head_dim(c:dict, boc:list, attn:tuple)->int|None:
+    "attention_head_dim as UNetConfig's attn_head_dim: None when each attention layer has one head."
     head = c["attention_head_dim"]
     if head is not None and any(boc[i] % head for i in (*attn, len(boc) - 1)):
         _unsupported("attention_head_dim", head, "a divisor of the attention layers' channels")
     if head is not None and all(boc[i] == head for i in (*attn, len(boc) - 1)):
         head = None   # one head as wide as the layer
+    return head
+
+def _check_class_embeds(c:dict, num_classes:int|None):
+    "A class embedding only with num_classes, as ddpm_nb writes it: num_classes + 1 rows."
     n_embeds = c["num_class_embeds"]
     if n_embeds is not None and (num_classes is None or n_embeds != num_classes + 1):
         _unsupported(
@@ -146,28 +192,10 @@ def unet_config_from_diffusers(
             "None (class-conditional folders are read when ddpm_nb wrote them: ddpm_nb.json says which row "
             "is 'no label')",
         )
-    return UNetConfig(
-        image_channels=c["in_channels"],
-        image_size=size,
-        ch=ch,
-        ch_mult=tuple(b // ch for b in boc),
-        num_res_blocks=c["layers_per_block"],
-        attn_levels=attn,
-        dropout=float(c["dropout"]),
-        groups=c["norm_num_groups"],
-        num_classes=num_classes,
-        down_padding="same" if c["downsample_padding"] == 0 else "symmetric",
-        attn_head_dim=head,
-    )
 
-
-def unet_config_to_diffusers(
-    cfg:UNetConfig, # the configuration to write
-)->dict:  # a UNet2DModel config.json, every field explicit
-    """The config.json of a UNet2DModel that computes what UNet(cfg) computes, or a ValueError naming the
-    field that diffusers cannot express."""
-    levels = range(len(cfg.ch_mult))
-    boc = [cfg.ch * m for m in cfg.ch_mult]
+# %% ../nbs/12_pretrained.ipynb #8fdf890e
+def _check_diffusers_unet(cfg:UNetConfig, boc:list):
+    "A ValueError naming the setting of cfg that diffusers' UNet2DModel cannot express, if there is one."
     if cfg.ch_mult[0] != 1:
         raise ValueError(
             f"ch_mult = {cfg.ch_mult}: diffusers' first level has the input convolution's width, so "
@@ -185,6 +213,16 @@ def unet_config_to_diffusers(
             "TensorFlow's SAME only on even sides; sizes halve evenly only for image_size divisible by "
             f"{2 ** (len(cfg.ch_mult) - 1)}"
         )
+
+# %% ../nbs/12_pretrained.ipynb #a4f4fba5
+def unet_config_to_diffusers(
+    cfg:UNetConfig, # the configuration to write
+)->dict:  # a UNet2DModel config.json, every field explicit
+    """The config.json of a UNet2DModel that computes what UNet(cfg) computes, or a ValueError naming the
+    field that diffusers cannot express."""
+    levels = range(len(cfg.ch_mult))
+    boc = [cfg.ch * m for m in cfg.ch_mult]
+    _check_diffusers_unet(cfg, boc)
     return {
         "_class_name": "UNet2DModel",
         "_diffusers_version": "0.30.0",
@@ -221,6 +259,7 @@ _ATTN = {"norm": "group_norm", "out": "to_out.0"}                       # qkv: t
 # diffusers' names before 0.14, in older files
 _OLD_ATTN = {"query": "to_q", "key": "to_k", "value": "to_v", "proj_attn": "to_out.0"}
 
+# %% ../nbs/12_pretrained.ipynb #cc427296
 def _modules(cfg:UNetConfig)->dict:
     """Our module name -> diffusers' module name, for every block of UNet(cfg); values ending in '/res' or
     '/attn' are blocks to expand."""
@@ -255,6 +294,7 @@ def _modules(cfg:UNetConfig)->dict:
             m[f"up.{k}"], k = f"up_blocks.{u}.upsamplers.0.conv", k + 1
     return m
 
+# %% ../nbs/12_pretrained.ipynb #d2f48129
 def _key_map(cfg:UNetConfig)->dict:
     """Each tensor of UNet(cfg) -> (its diffusers names, how it converts): 'same', 'conv1x1' (a Linear stored
     as a 1×1 convolution) or 'qkv' (three Linears stacked)."""
@@ -288,6 +328,7 @@ def _renamed(sd:dict)->dict:
         return f"{head}.{_OLD_ATTN[leaf]}.{param}" if ".attentions." in k and leaf in _OLD_ATTN else k
     return {new(k): v for k, v in sd.items()}
 
+# %% ../nbs/12_pretrained.ipynb #af003fcd
 def state_dict_from_diffusers(
     sd:dict, # a UNet2DModel's tensors (its diffusion_pytorch_model.safetensors)
     cfg:UNetConfig, # the configuration they are for (unet_config_from_diffusers)
@@ -317,6 +358,7 @@ def state_dict_from_diffusers(
             out[key] = ts[0]
     return out
 
+# %% ../nbs/12_pretrained.ipynb #32bf6329
 def state_dict_to_diffusers(
     sd:dict, # UNet(cfg)'s tensors
     cfg:UNetConfig, # its configuration
@@ -348,7 +390,30 @@ _VARIANCES = {
     "fixed_large_log": "beta",
 }
 
+# %% ../nbs/12_pretrained.ipynb #1864b3f4
+def _diffusers_betas(c:dict, where:str)->tuple[torch.Tensor, str|None]:
+    "The betas a scheduler config describes, in float64, and their name if they are one of chapter 2's."
+    T, b0, b1, kind = int(c["num_train_timesteps"]), c["beta_start"], c["beta_end"], c["beta_schedule"]
+    if c["trained_betas"] is not None:
+        return torch.tensor(c["trained_betas"], dtype=torch.float64), None
+    if kind == "linear":
+        betas = torch.linspace(b0, b1, T, dtype=torch.float64)
+        return betas, "linear" if torch.allclose(betas, linear_betas(T), rtol=1e-9, atol=0) else None
+    if kind == "scaled_linear":
+        return torch.linspace(b0 ** 0.5, b1 ** 0.5, T, dtype=torch.float64) ** 2, None
+    if kind == "squaredcos_cap_v2":
+        # Nichol & Dhariwal's, s = 0.008, capped at 0.999: the same formula
+        return cosine_betas(T), "cosine"
+    if kind == "sigmoid":
+        return torch.sigmoid(torch.linspace(-6, 6, T, dtype=torch.float64)) * (b1 - b0) + b0, None
+    _unsupported(
+        "beta_schedule",
+        kind,
+        "'linear', 'scaled_linear', 'squaredcos_cap_v2', 'sigmoid' or trained_betas",
+        where,
+    )
 
+# %% ../nbs/12_pretrained.ipynb #6e141200
 def schedule_from_diffusers(
     config:dict, # a scheduler_config.json (DDPMScheduler, DDIMScheduler, ...), as a dict
     where:str="scheduler_config.json", # what to call it in errors
@@ -356,26 +421,8 @@ def schedule_from_diffusers(
     """The noise schedule a diffusers scheduler config describes, and the sampling settings it implies (σ² = β
     for fixed_large, clipping, what the network predicts)."""
     c = {**DIFFUSERS_SCHEDULER_DEFAULTS, **config}
-    T, b0, b1, kind = int(c["num_train_timesteps"]), c["beta_start"], c["beta_end"], c["beta_schedule"]
-    if c["trained_betas"] is not None:
-        betas, name = torch.tensor(c["trained_betas"], dtype=torch.float64), None
-    elif kind == "linear":
-        betas = torch.linspace(b0, b1, T, dtype=torch.float64)
-        name = "linear" if torch.allclose(betas, linear_betas(T), rtol=1e-9, atol=0) else None
-    elif kind == "scaled_linear":
-        betas, name = torch.linspace(b0 ** 0.5, b1 ** 0.5, T, dtype=torch.float64) ** 2, None
-    elif kind == "squaredcos_cap_v2":
-        # Nichol & Dhariwal's, s = 0.008, capped at 0.999: the same formula
-        betas, name = cosine_betas(T), "cosine"
-    elif kind == "sigmoid":
-        betas, name = torch.sigmoid(torch.linspace(-6, 6, T, dtype=torch.float64)) * (b1 - b0) + b0, None
-    else:
-        _unsupported(
-            "beta_schedule",
-            kind,
-            "'linear', 'scaled_linear', 'squaredcos_cap_v2', 'sigmoid' or trained_betas",
-            where,
-        )
+    betas, name = _diffusers_betas(c, where)
+    kind = c["beta_schedule"]
     if c["prediction_type"] not in _PREDICTIONS:
         _unsupported("prediction_type", c["prediction_type"], f"one of {list(_PREDICTIONS)}", where)
     if c["variance_type"] not in _VARIANCES:
@@ -395,7 +442,7 @@ def schedule_from_diffusers(
         "clip": bool(c["clip_sample"]),
     }
 
-
+# %% ../nbs/12_pretrained.ipynb #2be20ecb
 def schedule_to_diffusers(
     s:Schedule, # the schedule the model was trained with
     prediction:str="eps", # what the network predicts
@@ -463,6 +510,7 @@ def is_diffusers_folder(
     p = Path(path)
     return p.is_dir() and ((p / "model_index.json").exists() or (p / "config.json").exists())
 
+# %% ../nbs/12_pretrained.ipynb #8f5e0798
 def _read_weights(folder:Path)->dict:
     """The tensors of a diffusers model folder: one safetensors file, or the shards its index lists; .bin
     files are refused (they are pickles)."""
@@ -490,6 +538,28 @@ def _read_weights(folder:Path)->dict:
             raise ValueError(f"{p} is not a readable safetensors file ({e}): truncated or damaged") from None
     return sd
 
+# %% ../nbs/12_pretrained.ipynb #acc17e3e
+def _ours_of(unet_dir:Path, pipe:Path|None)->dict:
+    "The ddpm_nb.json of a folder ddpm_nb wrote, beside the pipeline or the bare UNet; {} for other folders."
+    return (
+        read_json(pipe / _OURS)
+        if pipe is not None and (pipe / _OURS).exists()
+        else read_json(unet_dir / _OURS)
+        if (unet_dir / _OURS).exists()
+        else {}
+    )
+
+def _scheduler_of(pipe:Path|None)->tuple[Schedule, dict, Path|None]:
+    "(schedule, sampling settings, path of scheduler_config.json) of a pipeline, or DDPMScheduler's defaults."
+    sched_file = None if pipe is None else pipe / "scheduler" / "scheduler_config.json"
+    if sched_file is not None and sched_file.exists():
+        s, sampling = schedule_from_diffusers(read_json(sched_file), str(sched_file))
+    else:
+        # a bare UNet: DDPM's schedule, as a DDPMScheduler() would assume
+        s, sampling = schedule_from_diffusers({}, "DDPMScheduler's defaults")
+    return s, sampling, sched_file
+
+# %% ../nbs/12_pretrained.ipynb #3a5189db
 def load_diffusers(
     # a diffusers pipeline folder (model_index.json, unet/, scheduler/) or a bare UNet2DModel folder
     path:str|Path,
@@ -502,21 +572,10 @@ def load_diffusers(
     if not path.is_dir():
         raise ValueError(f"no diffusers model folder at {path}")
     unet_dir, pipe = _unet_folder(path)
-    ours = (
-        read_json(pipe / _OURS)
-        if pipe is not None and (pipe / _OURS).exists()
-        else read_json(unet_dir / _OURS)
-        if (unet_dir / _OURS).exists()
-        else {}
-    )
+    ours = _ours_of(unet_dir, pipe)
     num_classes = ours.get("model", {}).get("config", {}).get("num_classes")
     cfg = unet_config_from_diffusers(read_json(unet_dir / "config.json"), num_classes)
-    sched_file = None if pipe is None else pipe / "scheduler" / "scheduler_config.json"
-    if sched_file is not None and sched_file.exists():
-        s, sampling = schedule_from_diffusers(read_json(sched_file), str(sched_file))
-    else:
-        # a bare UNet: DDPM's schedule, as a DDPMScheduler() would assume
-        s, sampling = schedule_from_diffusers({}, "DDPMScheduler's defaults")
+    s, sampling, sched_file = _scheduler_of(pipe)
     model = UNet(cfg)
     model.load_state_dict(
         state_dict_from_diffusers(_read_weights(unet_dir), cfg, f"the weights in {unet_dir}")
@@ -535,6 +594,30 @@ def load_diffusers(
     return model.to(device, dtype).eval(), s.to(device), record
 
 # %% ../nbs/12_pretrained.ipynb #37559fc2
+def _write_diffusers(folder:str|Path, tensors:dict, config:dict, sched:dict, ours:dict, unet_only:bool):
+    "The files of a diffusers folder, written under a temporary name and renamed into place when complete."
+    with atomic_path(folder, folder=True) as tmp:
+        unet = tmp if unet_only else tmp / "unet"
+        unet.mkdir(exist_ok=True)
+        save_file(tensors, unet / WEIGHTS)
+        (unet / "config.json").write_text(json.dumps(config, indent=2))
+        (tmp / _OURS).write_text(json.dumps(ours, indent=1))
+        if not unet_only:
+            (tmp / "scheduler").mkdir()
+            (tmp / "scheduler" / "scheduler_config.json").write_text(json.dumps(sched, indent=2))
+            (tmp / "model_index.json").write_text(
+                json.dumps(
+                    {
+                        "_class_name": "DDPMPipeline",
+                        "_diffusers_version": "0.30.0",
+                        "scheduler": ["diffusers", "DDPMScheduler"],
+                        "unet": ["diffusers", "UNet2DModel"],
+                    },
+                    indent=2,
+                )
+            )
+
+# %% ../nbs/12_pretrained.ipynb #e1afdc6f
 def save_diffusers(
     ckpt:str|Path, # a run folder (its latest checkpoint) or a checkpoint folder
     folder:str|Path, # the folder to write (an existing one is replaced whole)
@@ -567,28 +650,10 @@ def save_diffusers(
         "ema": ema,
         "config": meta["config"],
     }
-    with atomic_path(folder, folder=True) as tmp:
-        unet = tmp if unet_only else tmp / "unet"
-        unet.mkdir(exist_ok=True)
-        save_file(tensors, unet / WEIGHTS)
-        (unet / "config.json").write_text(json.dumps(config, indent=2))
-        (tmp / _OURS).write_text(json.dumps(ours, indent=1))
-        if not unet_only:
-            (tmp / "scheduler").mkdir()
-            (tmp / "scheduler" / "scheduler_config.json").write_text(json.dumps(sched, indent=2))
-            (tmp / "model_index.json").write_text(
-                json.dumps(
-                    {
-                        "_class_name": "DDPMPipeline",
-                        "_diffusers_version": "0.30.0",
-                        "scheduler": ["diffusers", "DDPMScheduler"],
-                        "unet": ["diffusers", "UNet2DModel"],
-                    },
-                    indent=2,
-                )
-            )
+    _write_diffusers(folder, tensors, config, sched, ours, unet_only)
     return Path(folder)
 
+# %% ../nbs/12_pretrained.ipynb #804f9859
 def load_any(
     path:str|Path, # a ddpm_nb run or checkpoint folder, or a diffusers folder
     device:str|torch.device|None=None, # where to put the model; None: default_device()

@@ -118,6 +118,7 @@ def split_prediction(
         return sqrt_1m_ab * x_t + sqrt_ab * pred, sqrt_ab * x_t - sqrt_1m_ab * pred
     check_prediction(prediction)
 
+# %% ../nbs/04_loss.ipynb #8f2596ab
 def predicted_eps_x0(
     pred:Tensor, # a network's output for x_t, shape of x_t
     x_t:Tensor, # the noisy input (b, ...)
@@ -133,7 +134,7 @@ def predicted_eps_x0(
         pred, x_t, extract(s.sqrt_alpha_bar, t, x_t), extract(s.sqrt_one_minus_alpha_bar, t, x_t), prediction
     )
 
-
+# %% ../nbs/04_loss.ipynb #63bec7ba
 def prediction_of(
     model, # a network, or any callable model(x_t, t)
     prediction:str|None=None, # what the caller says it predicts; None: ask the model
@@ -152,6 +153,7 @@ def prediction_of(
     check_prediction(prediction)
     return prediction
 
+# %% ../nbs/04_loss.ipynb #bd0065e4
 def convert_prediction(
     pred:Tensor, # a network's output, shape of x_t
     x_t:Tensor, # the noisy input it was given (b, ...)
@@ -171,8 +173,6 @@ def convert_prediction(
     return x0 if dst == "x0" else v_from_x0_eps(x0, eps, t, s)
 
 # %% ../nbs/04_loss.ipynb #2b5604e1
-WEIGHTINGS = ("none", "min_snr")
-
 # warnings given once per process, as torch's own "warn once": a training loop would repeat them every step
 _warned = set()
 
@@ -194,7 +194,55 @@ def _check_images(x0:Tensor):
             "once",
         )
 
+# %% ../nbs/04_loss.ipynb #fc6682d7
+WEIGHTINGS = ("none", "min_snr")
 
+def _check_options(prediction:str, weighting:str, reduction:str, label_dropout:float):
+    "Raise a ValueError naming the first option of ddpm_loss that is not allowed."
+    check_prediction(prediction)
+    if weighting not in WEIGHTINGS:
+        raise ValueError(f"weighting must be one of {', '.join(map(repr, WEIGHTINGS))}; got {weighting!r}")
+    if reduction not in ("mean", "none"):
+        raise ValueError(f"reduction must be 'mean' or 'none', got {reduction!r}")
+    if not 0 <= label_dropout < 1:
+        raise ValueError(f"label_dropout must be in [0, 1), got {label_dropout}")
+
+def _check_output(out, x0:Tensor):
+    "Raise a ValueError unless the model returned a tensor of x0's shape (x_t has x0's shape)."
+    if not isinstance(out, Tensor) or out.shape != x0.shape:
+        got = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
+        raise ValueError(f"the model must return a tensor of x_t's shape {tuple(x0.shape)}, got {got}")
+
+# %% ../nbs/04_loss.ipynb #d470f0da
+def _draw_t_eps(x0:Tensor, s:Schedule, t:int|Tensor|None, eps:Tensor|None,
+                generator:torch.Generator|None)->tuple[Tensor, Tensor]:
+    "The timesteps (b,) on x0's device and the noise: those given (t checked), else drawn from `generator`."
+    b = len(x0)
+    if t is None:
+        dev = x0.device if generator is None else generator.device
+        t = torch.randint(0, s.n_steps, (b,), generator=generator, device=dev)
+    t = s.check_t(t, b).to(x0.device)
+    eps = noise_like(x0, generator) if eps is None else eps
+    return t, eps
+
+def _drop_labels(cond:Tensor|None, label_dropout:float, x0:Tensor,
+                 generator:torch.Generator|None)->Tensor|None:
+    "cond with a share `label_dropout` of its labels replaced by -1 (\"no label\")."
+    # drop labels: the model also learns ε(x_t, ∅)
+    if cond is not None and label_dropout > 0:
+        dev = x0.device if generator is None else generator.device
+        drop = (torch.rand(len(x0), generator=generator, device=dev) < label_dropout).to(cond.device)
+        cond = torch.where(drop, torch.full_like(cond, -1), cond)
+    return cond
+
+# %% ../nbs/04_loss.ipynb #4f1b2747
+def _min_snr_weight(s:Schedule, t:Tensor, loss:Tensor, prediction:str, gamma:float)->Tensor:
+    "Each item's Min-SNR-γ weight (Hang et al. 2023) for an error in `prediction`'s units, (b,)."
+    snr = extract(s.snr, t, loss)
+    w = snr.clamp(max=gamma)                               # the x0-space weight min(SNR, γ)
+    return {"eps": w / snr, "x0": w, "v": w / (snr + 1)}[prediction]
+
+# %% ../nbs/04_loss.ipynb #0418d0ad
 def ddpm_loss(
     model:nn.Module, # noise predictor, called as model(x_t, t) or model(x_t, t, cond)
     x0:Tensor, # clean data (b, ...), in [-1, 1]
@@ -214,36 +262,17 @@ def ddpm_loss(
     over dimensions."""
     check_like(x0, x0, "x0", "x0")
     _check_images(x0)
-    check_prediction(prediction)
-    if weighting not in WEIGHTINGS:
-        raise ValueError(f"weighting must be one of {', '.join(map(repr, WEIGHTINGS))}; got {weighting!r}")
-    if reduction not in ("mean", "none"):
-        raise ValueError(f"reduction must be 'mean' or 'none', got {reduction!r}")
-    if not 0 <= label_dropout < 1:
-        raise ValueError(f"label_dropout must be in [0, 1), got {label_dropout}")
-    b = len(x0)
-    if t is None:
-        dev = x0.device if generator is None else generator.device
-        t = torch.randint(0, s.n_steps, (b,), generator=generator, device=dev)
-    t = s.check_t(t, b).to(x0.device)
-    eps = noise_like(x0, generator) if eps is None else eps
+    _check_options(prediction, weighting, reduction, label_dropout)
+    t, eps = _draw_t_eps(x0, s, t, eps, generator)
     x_t = q_sample(x0, t, eps, s)                                      # Eq. 4
-    # drop labels: the model also learns ε(x_t, ∅)
-    if cond is not None and label_dropout > 0:
-        dev = x0.device if generator is None else generator.device
-        drop = (torch.rand(b, generator=generator, device=dev) < label_dropout).to(cond.device)
-        cond = torch.where(drop, torch.full_like(cond, -1), cond)
+    cond = _drop_labels(cond, label_dropout, x0, generator)
     out = model(x_t, t) if cond is None else model(x_t, t, cond)
-    if not isinstance(out, Tensor) or out.shape != x0.shape:
-        got = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
-        raise ValueError(f"the model must return a tensor of x_t's shape {tuple(x0.shape)}, got {got}")
+    _check_output(out, x0)
     target = eps if prediction == "eps" else x0 if prediction == "x0" else v_from_x0_eps(x0, eps, t, s)
     # (b,), in float32 whatever the model's precision
     loss = (out.float() - target.float()).pow(2).flatten(1).mean(1)
     if weighting == "min_snr":
-        snr = extract(s.snr, t, loss)
-        w = snr.clamp(max=min_snr_gamma)                               # the x0-space weight min(SNR, γ)
-        loss = loss * {"eps": w / snr, "x0": w, "v": w / (snr + 1)}[prediction]
+        loss = loss * _min_snr_weight(s, t, loss, prediction, min_snr_gamma)
     return loss.mean() if reduction == "mean" else loss
 
 # %% ../nbs/04_loss.ipynb #352aa3a7

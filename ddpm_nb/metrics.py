@@ -21,6 +21,7 @@ from .data import (BUILTIN_DATASETS, BUILTIN_PREFIX, POINT_SETS, ArrayDataset, b
 from .elbo import nll_bits_per_dim
 from .loss import prediction_of
 from .sample import default_sampler, make_sampler, sample
+from .schedule import patch
 
 # %% auto #0
 __all__ = ['BETTER', 'FeatureNet', 'train_classifier', 'classifier_for', 'features', 'class_accuracy', 'mean_cov',
@@ -51,6 +52,7 @@ class FeatureNet(nn.Module):
     def features(self, x:Tensor)->Tensor: return self.body(x)
     def forward(self, x:Tensor)->Tensor: return self.head(self.body(x))
 
+# %% ../nbs/09_eval.ipynb #c7980668
 def _shift(x:Tensor, g:torch.Generator, max_shift:int=1)->Tensor:
     "Random translations by up to max_shift pixels (edge pixels repeated), one per image."
     b, c, h, w = x.shape
@@ -61,6 +63,7 @@ def _shift(x:Tensor, g:torch.Generator, max_shift:int=1)->Tensor:
     cols = (dx[:, None] + torch.arange(w))[:, None, None, :].expand(b, c, h, w)
     return p.gather(3, cols)
 
+# %% ../nbs/09_eval.ipynb #2336608f
 def train_classifier(
     data:ArrayDataset, # labelled images (n, c, h, w) in [-1, 1]
     steps:int=1000, # optimiser steps
@@ -100,6 +103,7 @@ def train_classifier(
         torch.set_num_threads(threads)
     return net.eval()
 
+# %% ../nbs/09_eval.ipynb #2c44d41d
 _CLASSIFIERS = {}
 
 def classifier_for(
@@ -262,6 +266,7 @@ def sliced_wasserstein(
     theta = theta / theta.norm(dim=0)
     return _w_1d(x @ theta, y @ theta, p).mean().item() ** (1 / p)
 
+# %% ../nbs/09_eval.ipynb #124b52fc
 def energy_distance(x:Tensor, y:Tensor, chunk:int=2048)->float:
     """Energy distance 2E|X−Y| − E|X−X'| − E|Y−Y'| between the empirical distributions of x (n, d) and y (m,
     d); 0 only when they are equal."""
@@ -294,29 +299,31 @@ class Reference:
     @property
     def is_image(self)->bool: return self.train.ndim == 4
 
-    @classmethod
-    def from_data(cls, name:str|Path, seed:int=0, **load_options):
-        """The reference for a built-in dataset (train split; test split halved, stratified by label) or a
-        user's folder/file (all of it, halved, read with `load_options`, e.g. size)."""
-        builtin = builtin_name(name)
-        train = load_dataset(name, "train", **load_options)
-        hold = load_dataset(BUILTIN_PREFIX + builtin, "test") if builtin else train
-        idx = np.arange(len(hold))
-        y = None if hold.labels is None else hold.labels.numpy()
-        a, b = train_test_split(
-            idx,
-            test_size=0.5,
-            random_state=seed,
-            stratify=y if y is not None and np.bincount(y).min() >= 2 else None,
-        )
-        a, b = torch.from_numpy(np.sort(a)), torch.from_numpy(np.sort(b))
-        lab = lambda d, i: None if d.labels is None else d.labels[i]
-        net = None
-        if train.x.ndim == 4 and train.labels is not None:
-            net = classifier_for(builtin) if builtin else train_classifier(train)
-        return cls(str(name), train.x, hold.x[a], hold.x[b], train.labels, lab(hold, a), lab(hold, b),
-                   getattr(train, "n_levels", None), net, builtin is not None)
+# %% ../nbs/09_eval.ipynb #d393e1e7
+@patch(cls_method=True)
+def from_data(cls:Reference, name:str|Path, seed:int=0, **load_options):
+    """The reference for a built-in dataset (train split; test split halved, stratified by label) or a
+    user's folder/file (all of it, halved, read with `load_options`, e.g. size)."""
+    builtin = builtin_name(name)
+    train = load_dataset(name, "train", **load_options)
+    hold = load_dataset(BUILTIN_PREFIX + builtin, "test") if builtin else train
+    idx = np.arange(len(hold))
+    y = None if hold.labels is None else hold.labels.numpy()
+    a, b = train_test_split(
+        idx,
+        test_size=0.5,
+        random_state=seed,
+        stratify=y if y is not None and np.bincount(y).min() >= 2 else None,
+    )
+    a, b = torch.from_numpy(np.sort(a)), torch.from_numpy(np.sort(b))
+    lab = lambda d, i: None if d.labels is None else d.labels[i]
+    net = None
+    if train.x.ndim == 4 and train.labels is not None:
+        net = classifier_for(builtin) if builtin else train_classifier(train)
+    return cls(str(name), train.x, hold.x[a], hold.x[b], train.labels, lab(hold, a), lab(hold, b),
+               getattr(train, "n_levels", None), net, builtin is not None)
 
+# %% ../nbs/09_eval.ipynb #1df369b0
 _REFERENCES = {}
 
 def reference_for(name:str|Path, **load_options)->Reference:
@@ -327,6 +334,7 @@ def reference_for(name:str|Path, **load_options)->Reference:
         _REFERENCES[key] = Reference.from_data(name, **options)
     return _REFERENCES[key]
 
+# %% ../nbs/09_eval.ipynb #ed5a9d36
 # which way a metric improves; "near real": both ways away from real data are bad
 BETTER = {"fd": "lower", "fd_ratio": "lower", "precision": "higher", "recall": "higher", "accuracy": "higher",
           "pixel_sw": "lower", "exact_copies": "lower", "close_share": "near real", "nn_ratio": "near real",
@@ -349,6 +357,7 @@ class Metric:
         the model."""
         return BETTER.get(self.name, "")
 
+# %% ../nbs/09_eval.ipynb #6a933dfd
 @dataclass
 class EvalReport:
     "What `evaluate` measured: one row per metric, the settings, and the sampling time."
@@ -368,49 +377,54 @@ class EvalReport:
         self[name]
         return next(m.floor for m in self.metrics if m.name == name)
 
-    def as_dict(self)->dict:
-        "A JSON-serialisable dict."
-        return dict(
-            data=self.data,
-            settings=self.settings,
-            sample_seconds=self.seconds,
-            verdict=self.verdict,
-            metrics={
-                m.name: dict(value=m.value, floor=m.floor, stderr=m.stderr, better=m.better, note=m.note)
-                for m in self.metrics
-            },
-        )
-
-    def __str__(self):
-        s = self.settings
-        # reports written before "run" was recorded
-        run = s.get("run") or f"{s['sampler'].upper()} {s['n_steps']} steps"
-        head = (
-            f"{self.data}: {s['n']} samples, {run}"
-            + (f", {s['prediction']}-prediction" if s.get("prediction", "eps") != "eps" else "")
-            + (f", guidance {s['guidance_scale']}" if s.get("guidance_scale") else "")
-            + f", sampled in {self.seconds:.1f} s"
-        )
-        rows = [("metric", "value", "real data", "better", "")] + [
-            (
-                m.name,
-                _fmt(m.value) + ("" if m.stderr is None else f" ± {m.stderr:.2g}"),
-                "" if m.floor is None else _fmt(m.floor),
-                m.better or "-",
-                m.note,
-            )
+# %% ../nbs/09_eval.ipynb #583a9182
+@patch
+def as_dict(self:EvalReport)->dict:
+    "A JSON-serialisable dict."
+    return dict(
+        data=self.data,
+        settings=self.settings,
+        sample_seconds=self.seconds,
+        verdict=self.verdict,
+        metrics={
+            m.name: dict(value=m.value, floor=m.floor, stderr=m.stderr, better=m.better, note=m.note)
             for m in self.metrics
-        ]
-        w = [max(len(r[i]) for r in rows) for i in range(4)]
-        lines = [
-            f"  {a:<{w[0]}}  {b:>{w[1]}}  {c:>{w[2]}}  {d:<{w[3]}}  {e}".rstrip() for a, b, c, d, e in rows
-        ]
-        return "\n".join([head, *lines] + ([self.verdict] if self.verdict else []))
+        },
+    )
 
-    __repr__ = __str__
-
+# %% ../nbs/09_eval.ipynb #bfc32f42
 def _fmt(v): return str(v) if isinstance(v, int) else f"{v:.4g}"
 
+@patch
+def __str__(self:EvalReport):
+    s = self.settings
+    # reports written before "run" was recorded
+    run = s.get("run") or f"{s['sampler'].upper()} {s['n_steps']} steps"
+    head = (
+        f"{self.data}: {s['n']} samples, {run}"
+        + (f", {s['prediction']}-prediction" if s.get("prediction", "eps") != "eps" else "")
+        + (f", guidance {s['guidance_scale']}" if s.get("guidance_scale") else "")
+        + f", sampled in {self.seconds:.1f} s"
+    )
+    rows = [("metric", "value", "real data", "better", "")] + [
+        (
+            m.name,
+            _fmt(m.value) + ("" if m.stderr is None else f" ± {m.stderr:.2g}"),
+            "" if m.floor is None else _fmt(m.floor),
+            m.better or "-",
+            m.note,
+        )
+        for m in self.metrics
+    ]
+    w = [max(len(r[i]) for r in rows) for i in range(4)]
+    lines = [
+        f"  {a:<{w[0]}}  {b:>{w[1]}}  {c:>{w[2]}}  {d:<{w[3]}}  {e}".rstrip() for a, b, c, d, e in rows
+    ]
+    return "\n".join([head, *lines] + ([self.verdict] if self.verdict else []))
+
+EvalReport.__repr__ = EvalReport.__str__
+
+# %% ../nbs/09_eval.ipynb #0c339cfc
 def _chunks(x, m): return [x[i * m:(i + 1) * m] for i in range(len(x) // m)]
 
 def _copy_set(ref, m, labels, g):
@@ -424,7 +438,104 @@ def _copy_set(ref, m, labels, g):
         [pool[torch.randperm(len(pool), generator=g)[:c]] for pool, c in zip(pools, mix.tolist())]
     )
 
+# %% ../nbs/09_eval.ipynb #13f991d3
+def _fd_rows(fx:Tensor, fe:Tensor, ft:Tensor, ftr:Tensor, ref:Reference, labels:Tensor|None,
+             g:torch.Generator, n_copies:int, own:bool)->list[Metric]:
+    "fd of the samples' features fx against eval's fe, with its floors (ft, ftr: test and training features)."
+    m = len(ref.eval)
+    fd = [frechet_distance(c, fe) for c in _chunks(fx, m)]
+    fd_test = frechet_distance(ft, fe)
+    k = len(fd)
+    se = float(np.std(fd, ddof=1) / math.sqrt(k)) if k > 1 else None
+    sets = f"mean of {k} set{'s' * (k > 1)} of {m}"
+    # random training images would overlap eval: the disjoint half is the floor
+    if own:
+        return [
+            Metric("fd", float(np.mean(fd)), fd_test,
+                   f"feature Fréchet distance, {sets} vs {m} of your images; real: the other "
+                   f"{len(ref.test)} of them", se),
+            Metric("fd_ratio", float(np.mean(fd) / fd_test), 1.0, "fd / its real-data floor"),
+        ]
+    fd_copy = [frechet_distance(ftr[_copy_set(ref, m, labels, g)], fe) for _ in range(n_copies)]
+    mixed = " with the samples' class mix" if labels is not None and ref.train_labels is not None else ""
+    spread = float(np.std(fd_copy, ddof=1))
+    return [
+        Metric("fd", float(np.mean(fd)), float(np.mean(fd_copy)),
+               f"feature Fréchet distance, {sets} vs {m} held-out; real: {n_copies} sets of training "
+               f"images{mixed}", se),
+        Metric("fd_heldout", fd_test, None,
+               f"what {m} unseen real images score: sets of {m} real images vary by ± {spread:.2g} "
+               "around the floor, so this and the model can fall either side of it"),
+        Metric("fd_ratio", float(np.mean(fd) / np.mean(fd_copy)), 1.0, "fd / its training-images floor"),
+    ]
 
+# %% ../nbs/09_eval.ipynb #c389a614
+def _pr_rows(fx:Tensor, ft:Tensor, fe:Tensor, ftr:Tensor, own:bool)->list[Metric]:
+    "Precision and recall of the samples' features fx against the training features ftr, and their floor."
+    held = torch.cat([ft, fe])
+    pr = [precision_recall(ftr, c) for c in _chunks(fx, len(held))] or [precision_recall(ftr, fx)]
+    # own data has no images outside the training set to score
+    pr_real = (None, None) if own else precision_recall(ftr, held)
+    return [
+        Metric("precision", float(np.mean([p for p, _ in pr])), pr_real[0],
+               "share of samples on the training data's manifold (k=3)"),
+        Metric("recall", float(np.mean([r for _, r in pr])), pr_real[1],
+               "share of training data on the samples' manifold (k=3)"),
+    ]
+
+def _accuracy_row(x:Tensor, ref:Reference, labels:Tensor, own:bool)->Metric:
+    "The share of samples x that the feature network puts in the class asked for, with the held-out floor."
+    acc_real = (
+        None
+        if own
+        else class_accuracy(
+            ref.net, torch.cat([ref.test, ref.eval]), torch.cat([ref.test_labels, ref.eval_labels])
+        )
+    )
+    return Metric("accuracy", class_accuracy(ref.net, x, labels), acc_real,
+                  "share of samples the classifier puts in the class asked for"
+                  + (" (a classifier trained on your images)" if own else ""))
+
+def _feature_rows(x:Tensor, ref:Reference, labels:Tensor|None, g:torch.Generator, n_copies:int,
+                  own:bool)->list[Metric]:
+    "The rows measured in the feature network's space: fd with its floors, precision, recall, accuracy."
+    fe, ft = features(ref.net, ref.eval), features(ref.net, ref.test)
+    fx, ftr = features(ref.net, x), features(ref.net, ref.train)
+    out = _fd_rows(fx, fe, ft, ftr, ref, labels, g, n_copies, own) + _pr_rows(fx, ft, fe, ftr, own)
+    if labels is not None:
+        out.append(_accuracy_row(x, ref, labels, own))
+    return out
+
+# %% ../nbs/09_eval.ipynb #9e3a8b76
+def _pixel_sw_row(x:Tensor, ref:Reference, seed:int, own:bool)->Metric:
+    "The sliced 2-Wasserstein distance in pixel space to the eval half, in sets of its size, with its floor."
+    m = len(ref.eval)
+    sw = [
+        sliced_wasserstein(_flat(c), _flat(ref.eval), generator=torch.Generator().manual_seed(seed))
+        for c in _chunks(x, m)
+    ]
+    floor = sliced_wasserstein(_flat(ref.test), _flat(ref.eval),
+                               generator=torch.Generator().manual_seed(seed))
+    return Metric("pixel_sw", float(np.mean(sw)), floor,
+                  f"sliced 2-Wasserstein in pixel space, {m} vs {m}"
+                  + (f" of your images; real: the other {len(ref.test)} of them" if own else ""))
+
+def _memorisation_rows(x:Tensor, ref:Reference, own:bool)->list[Metric]:
+    "Exact copies of training images; with held-out images, how close the samples sit to the training set."
+    mem = memorisation(x, ref.train, torch.cat([ref.test, ref.eval]), ref.n_levels)
+    out = [Metric("exact_copies", mem["exact_copies"], 0,
+                  "samples equal to a training image (after rounding to its grey levels)")]
+    # distances to the training set need held-out images to compare with
+    if not own:
+        out += [
+            Metric("close_share", mem["close_share"], mem["close_expected"],
+                   "share of samples nearer a training image than 95% of held-out images are"),
+            Metric("nn_ratio", mem["nn_ratio"], 1.0,
+                   "median distance to the nearest training image, samples / held-out"),
+        ]
+    return out
+
+# %% ../nbs/09_eval.ipynb #dd72fecc
 def image_metrics(
     x:Tensor, # (n, c, h, w) samples in [-1, 1], n >= the size of the eval half
     ref:Reference, # the real data
@@ -433,7 +544,6 @@ def image_metrics(
     n_copies:int=50, # sets of training images averaged for the "copies" floor
 )->list[Metric]:
     "Feature Fréchet distance with its floors, precision/recall, class accuracy and the memorisation check."
-    out = []
     m = len(ref.eval)
     if len(x) < m:
         raise ValueError(f"need at least {m} samples (the size of the eval half of {ref.name}), got {len(x)}")
@@ -441,131 +551,12 @@ def image_metrics(
     # a user's own data: test and eval are halves of the training data
     own = not ref.held_out
     if ref.net is not None:
-        fe, ft = features(ref.net, ref.eval), features(ref.net, ref.test)
-        fx = features(ref.net, x)
-        fd = [frechet_distance(c, fe) for c in _chunks(fx, m)]
-        ftr = features(ref.net, ref.train)
-        fd_test = frechet_distance(ft, fe)
-        k = len(fd)
-        se = float(np.std(fd, ddof=1) / math.sqrt(k)) if k > 1 else None
-        sets = f"mean of {k} set{'s' * (k > 1)} of {m}"
-        # random training images would overlap eval: the disjoint half is the floor
-        if own:
-            out += [
-                Metric(
-                    "fd",
-                    float(np.mean(fd)),
-                    fd_test,
-                    f"feature Fréchet distance, {sets} vs {m} of your images; real: the other "
-                    f"{len(ref.test)} of them",
-                    se,
-                ),
-                Metric("fd_ratio", float(np.mean(fd) / fd_test), 1.0, "fd / its real-data floor"),
-            ]
-        else:
-            fd_copy = [frechet_distance(ftr[_copy_set(ref, m, labels, g)], fe) for _ in range(n_copies)]
-            mixed = (
-                " with the samples' class mix" if labels is not None and ref.train_labels is not None else ""
-            )
-            spread = float(np.std(fd_copy, ddof=1))
-            out += [
-                Metric(
-                    "fd",
-                    float(np.mean(fd)),
-                    float(np.mean(fd_copy)),
-                    f"feature Fréchet distance, {sets} vs {m} held-out; real: {n_copies} sets of training "
-                    f"images{mixed}",
-                    se,
-                ),
-                Metric(
-                    "fd_heldout",
-                    fd_test,
-                    None,
-                    f"what {m} unseen real images score: sets of {m} real images vary by ± {spread:.2g} "
-                    "around the floor, so this and the model can fall either side of it",
-                ),
-                Metric(
-                    "fd_ratio", float(np.mean(fd) / np.mean(fd_copy)), 1.0, "fd / its training-images floor"
-                ),
-            ]
-        held = torch.cat([ft, fe])
-        pr = [precision_recall(ftr, c) for c in _chunks(fx, len(held))] or [precision_recall(ftr, fx)]
-        # own data has no images outside the training set to score
-        pr_real = (None, None) if own else precision_recall(ftr, held)
-        out += [
-            Metric(
-                "precision",
-                float(np.mean([p for p, _ in pr])),
-                pr_real[0],
-                "share of samples on the training data's manifold (k=3)",
-            ),
-            Metric(
-                "recall",
-                float(np.mean([r for _, r in pr])),
-                pr_real[1],
-                "share of training data on the samples' manifold (k=3)",
-            ),
-        ]
-        if labels is not None:
-            acc_real = (
-                None
-                if own
-                else class_accuracy(
-                    ref.net, torch.cat([ref.test, ref.eval]), torch.cat([ref.test_labels, ref.eval_labels])
-                )
-            )
-            out.append(
-                Metric(
-                    "accuracy",
-                    class_accuracy(ref.net, x, labels),
-                    acc_real,
-                    "share of samples the classifier puts in the class asked for"
-                    + (" (a classifier trained on your images)" if own else ""),
-                )
-            )
+        out = _feature_rows(x, ref, labels, g, n_copies, own)
     else:
-        sw = [
-            sliced_wasserstein(_flat(c), _flat(ref.eval), generator=torch.Generator().manual_seed(seed))
-            for c in _chunks(x, m)
-        ]
-        out.append(
-            Metric(
-                "pixel_sw",
-                float(np.mean(sw)),
-                sliced_wasserstein(
-                    _flat(ref.test), _flat(ref.eval), generator=torch.Generator().manual_seed(seed)
-                ),
-                f"sliced 2-Wasserstein in pixel space, {m} vs {m}"
-                + (f" of your images; real: the other {len(ref.test)} of them" if own else ""),
-            )
-        )
-    mem = memorisation(x, ref.train, torch.cat([ref.test, ref.eval]), ref.n_levels)
-    out.append(
-        Metric(
-            "exact_copies",
-            mem["exact_copies"],
-            0,
-            "samples equal to a training image (after rounding to its grey levels)",
-        )
-    )
-    # distances to the training set need held-out images to compare with
-    if not own:
-        out += [
-            Metric(
-                "close_share",
-                mem["close_share"],
-                mem["close_expected"],
-                "share of samples nearer a training image than 95% of held-out images are",
-            ),
-            Metric(
-                "nn_ratio",
-                mem["nn_ratio"],
-                1.0,
-                "median distance to the nearest training image, samples / held-out",
-            ),
-        ]
-    return out
+        out = [_pixel_sw_row(x, ref, seed, own)]
+    return out + _memorisation_rows(x, ref, own)
 
+# %% ../nbs/09_eval.ipynb #5b173257
 def point_metrics(
     x:Tensor, # (n, d) samples
     ref:Reference, # the real points
@@ -590,11 +581,35 @@ def point_metrics(
         ),
     ]
 
-
+# %% ../nbs/09_eval.ipynb #77046edb
 def _num_classes(model):
     cfg = getattr(model, "config", None)
     return getattr(cfg, "num_classes", None) if cfg is not None else getattr(model, "num_classes", None)
 
+def _draw(model:nn.Module, s, shape:tuple, n:int, batch_size:int, labels:Tensor|None,
+          generator:torch.Generator, options:dict)->tuple[Tensor, float]:
+    "n samples of item shape `shape`, drawn in batches by sample(..., **options), and the seconds it took."
+    parts, t0 = [], time.perf_counter()
+    for i in range(0, n, batch_size):
+        b = min(batch_size, n - i)
+        lab = None if labels is None else labels[i : i + b]
+        parts.append(sample(model, (b, *shape), s, labels=lab, generator=generator, **options).float().cpu())
+    seconds = time.perf_counter() - t0
+    return torch.cat(parts), seconds
+
+def _nll_row(model:nn.Module, s, ref:Reference, classes:int|None, seed:int, prediction:str)->Metric:
+    "The NLL bound in bits/dim on the held-out images (on the training images for a user's own data)."
+    if not ref.is_image or ref.n_levels is None:
+        raise ValueError("nll needs image data on a known grid of grey levels")
+    held = torch.cat([ref.test, ref.eval])
+    hl = torch.cat([ref.test_labels, ref.eval_labels]) if classes else None
+    b = nll_bits_per_dim(model, held, s, ref.n_levels, labels=hl,
+                         generator=torch.Generator().manual_seed(seed), prediction=prediction)
+    return Metric("nll_bits_per_dim", b.total, None,
+                  f"variational bound on the {'held-out' if ref.held_out else 'training'} images, ± "
+                  f"{b.stderr:.3f}")
+
+# %% ../nbs/09_eval.ipynb #386555f7
 def evaluate(
     model:nn.Module, # a trained noise predictor
     s, # its Schedule
@@ -618,79 +633,24 @@ def evaluate(
     ref = data if isinstance(data, Reference) else reference_for(data)
     sampler = sampler or default_sampler(tuple(ref.train.shape[1:]))
     # checks the sampler and its options first
-    run = make_sampler(
-        sampler,
-        s,
-        n_steps or s.n_steps,
-        spacing,
-        eta=eta,
-        variance=sample_kwargs.get("variance", "beta_tilde"),
-    ).describe() + (f", {spacing} spacing" if spacing else "")
+    variance = sample_kwargs.get("variance", "beta_tilde")
+    run = make_sampler(sampler, s, n_steps or s.n_steps, spacing, eta=eta, variance=variance).describe()
+    run += f", {spacing} spacing" if spacing else ""
     n = n or (10 * len(ref.eval) if ref.is_image else len(ref.eval))
     classes = _num_classes(model)
     labels = torch.arange(n) % classes if classes else None
+    options = dict(sampler=sampler, n_steps=n_steps, eta=eta, spacing=spacing, guidance_scale=guidance_scale,
+                   prediction=prediction, progress=progress, **sample_kwargs)
     g = torch.Generator().manual_seed(seed)
-    parts, t0 = [], time.perf_counter()
-    for i in range(0, n, batch_size):
-        b = min(batch_size, n - i)
-        parts.append(
-            sample(
-                model,
-                (b, *ref.train.shape[1:]),
-                s,
-                sampler=sampler,
-                n_steps=n_steps,
-                eta=eta,
-                spacing=spacing,
-                labels=None if labels is None else labels[i : i + b],
-                guidance_scale=guidance_scale,
-                prediction=prediction,
-                generator=g,
-                progress=progress,
-                **sample_kwargs,
-            )
-            .float()
-            .cpu()
-        )
-    seconds = time.perf_counter() - t0
-    x = torch.cat(parts)
+    x, seconds = _draw(model, s, ref.train.shape[1:], n, batch_size, labels, g, options)
     rows = image_metrics(x, ref, labels, seed) if ref.is_image else point_metrics(x, ref, seed)
     if nll:
-        if not ref.is_image or ref.n_levels is None:
-            raise ValueError("nll needs image data on a known grid of grey levels")
-        held = torch.cat([ref.test, ref.eval])
-        hl = torch.cat([ref.test_labels, ref.eval_labels]) if classes else None
-        b = nll_bits_per_dim(
-            model,
-            held,
-            s,
-            ref.n_levels,
-            labels=hl,
-            generator=torch.Generator().manual_seed(seed),
-            prediction=prediction,
-        )
-        rows.append(
-            Metric(
-                "nll_bits_per_dim",
-                b.total,
-                None,
-                f"variational bound on the {'held-out' if ref.held_out else 'training'} images, ± "
-                f"{b.stderr:.3f}",
-            )
-        )
-    settings = dict(
-        n=n,
-        sampler=sampler,
-        n_steps=n_steps or s.n_steps,
-        eta=eta,
-        guidance_scale=guidance_scale,
-        seed=seed,
-        prediction=prediction,
-        run=run,
-        spacing=spacing,
-    )
+        rows.append(_nll_row(model, s, ref, classes, seed, prediction))
+    settings = dict(n=n, sampler=sampler, n_steps=n_steps or s.n_steps, eta=eta,
+                    guidance_scale=guidance_scale, seed=seed, prediction=prediction, run=run, spacing=spacing)
     return EvalReport(ref.name, settings, seconds, rows, _verdict(rows, ref, n))
 
+# %% ../nbs/09_eval.ipynb #bb5672b4
 def _verdict(rows:list, ref:Reference, n:int)->str:
     "One sentence on the report's main distance, as a multiple of what real data score, and on exact copies."
     by = {m.name: m for m in rows}
@@ -751,6 +711,7 @@ def save_png_folder(
             Image.fromarray(a[..., 0] if a.shape[-1] == 1 else a).save(tmp / f"{i:06d}.png")
     return folder
 
+# %% ../nbs/09_eval.ipynb #7bba2ae6
 def inception_fid(
     generated:str|Path, # folder of generated images
     reference:str|Path, # folder of real images
@@ -772,6 +733,7 @@ def inception_fid(
     )
     return float(r["frechet_inception_distance"])
 
+# %% ../nbs/09_eval.ipynb #46fecde9
 def inception_features(
     x:Tensor, # (n, c, h, w) images in [-1, 1], 1 or 3 channels
     batch_size:int=50, # images per forward pass (each is resized to 299×299)

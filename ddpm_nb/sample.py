@@ -111,6 +111,7 @@ def ddim_update(
     x = sa_next * x0_hat + c_eps * eps
     return x if noise is None else x + sigma * noise
 
+# %% ../nbs/08_sample.ipynb #45de1ac0
 def ddim_step(
     eps_pred:Tensor, # the network's output at (x_t, t): ε̂ unless `prediction` says otherwise, shape of x_t
     t:int|Tensor, # current step, code index 0..T-1, an int or (b,)
@@ -173,6 +174,7 @@ def karras_steps(
     nearest = (sigma.log()[:, None] - log_sigma[None]).abs().argmin(1).numpy()
     return _distinct(nearest[::-1].astype(np.int64), len(ab))
 
+# %% ../nbs/08_sample.ipynb #6f302eec
 def timesteps(
     n_steps:int, # steps to take, 1..T
     T:int, # steps of the schedule
@@ -248,6 +250,7 @@ class Sampler:
         calls = f" ({self.nfe} network calls)" if self.nfe != len(self) else ""
         return f"{self.name.upper()} {len(self)} steps{calls}"
 
+# %% ../nbs/08_sample.ipynb #5f5ac22c
 SAMPLERS:dict = {} # name -> Sampler subclass: the one list of samplers
 
 def register_sampler(cls:type)->type:
@@ -277,6 +280,7 @@ class DDPM(Sampler):
 
     def describe(self): return super().describe() + (", sigma^2 = beta" if self.variance == "beta" else "")
 
+# %% ../nbs/08_sample.ipynb #940ced69
 @register_sampler
 class DDIM(Sampler):
     """DDIM on the visited steps (eta = 0: deterministic); with `to` and `at`, between any steps, e.g. upwards
@@ -315,6 +319,7 @@ class DDIM(Sampler):
 
     def describe(self): return super().describe() + (f", eta {self.eta:g}" if self.eta else "")
 
+# %% ../nbs/08_sample.ipynb #d173d7a1
 _OPTION_DEFAULTS = {"eta": 0., "variance": "beta_tilde"}
 
 def make_sampler(
@@ -352,6 +357,7 @@ def _model_device(model)->torch.device:
     p = next(model.parameters(), None) if isinstance(model, nn.Module) else None
     return p.device if p is not None else torch.device("cpu")
 
+# %% ../nbs/08_sample.ipynb #079897ba
 def denoiser(
     model, # the network: model(x_t, t), or model(x_t, t, labels) when class-conditional
     s:Schedule, # the schedule it was trained with
@@ -390,6 +396,7 @@ def denoiser(
         return read_prediction(out.to(x.dtype), x, sa[t], s1a[t], prediction, clip)
     return denoise
 
+# %% ../nbs/08_sample.ipynb #32aead46
 def _run(smp:Sampler, x:Tensor, denoise, generator, progress:bool, every:int|None=None)->tuple[Tensor, dict]:
     """The loop every sampler runs in: its steps in turn; every `every` steps (and the last) the trajectory
     records t, x_t and x̂_0."""
@@ -408,18 +415,15 @@ def sample(
     model:nn.Module, # the network: model(x_t, t) or model(x_t, t, labels)
     shape:tuple, # (b, ...) of the samples, e.g. (64, 1, 8, 8)
     s:Schedule, # the schedule the model was trained with
-    # a key of SAMPLERS: "ddpm" (Algorithm 2), "ddim", or chapter 8a's "dpm++2m" and "heun"
-    sampler:str="ddpm",
+    sampler:str="ddpm", # a key of SAMPLERS: "ddpm" (Algorithm 2), "ddim", chapter 8a's "dpm++2m", "heun"
     n_steps:int|None=None, # steps to take; None: all T (respaced DDPM or strided DDIM when fewer)
     eta:float=0., # DDIM's η (0: deterministic)
     variance:str="beta_tilde", # DDPM's σ_t²: "beta_tilde" or "beta"
     clip:bool|None=None, # clip x̂_0 to [-1, 1]; None: for images (4-D shapes) only
-    # which steps a shorter run visits (SPACINGS); None: the sampler's own, linspace for ddpm and ddim
-    spacing:str|None=None,
+    spacing:str|None=None, # which steps a shorter run visits (one of SPACINGS); None: the sampler's own
     labels:Tensor|None=None, # class labels (b,) for a class-conditional model; -1: no label
     guidance_scale:float=0., # classifier-free guidance weight w (needs labels)
-    # what the model predicts: "eps", "x0" or "v"; None: model.prediction if it has one, else "eps"
-    prediction:str|None=None,
+    prediction:str|None=None, # "eps", "x0" or "v"; None: model.prediction if it has one, else "eps"
     generator:torch.Generator|None=None, # source of x_T and of the noise; same seed, same samples
     x_T:Tensor|None=None, # start from this instead of drawing x_T
     return_trajectory:bool=False, # also return x_t and x̂_0 along the way
@@ -428,6 +432,23 @@ def sample(
 )->Tensor|tuple[Tensor, dict]: # samples (shape), and with return_trajectory a dict t, x_t, x0_hat
     "Draw samples with a sampler of SAMPLERS, optionally class-conditional with classifier-free guidance."
     prediction = prediction_of(model, prediction)
+    _check_sample_args(shape, labels, guidance_scale)
+    dev = _model_device(model)
+    s = s.to(dev)
+    smp = make_sampler(
+        sampler, s, s.n_steps if n_steps is None else n_steps, eta=eta, variance=variance, spacing=spacing
+    )
+    labels, x = _sample_inputs(model, shape, dev, labels, generator, x_T)
+    clip = len(shape) == 4 if clip is None else clip
+    denoise = denoiser(model, s, prediction, labels, guidance_scale, clip)
+    every = (trajectory_every or max(1, len(smp) // 10)) if return_trajectory else None
+    with eval_mode(model), torch.inference_mode():
+        x, traj = _run(smp, x, denoise, generator, progress, every)
+    return _sample_result(x, traj, return_trajectory)
+
+# %% ../nbs/08_sample.ipynb #4b5ea179
+def _check_sample_args(shape:tuple, labels:Tensor|None, guidance_scale:float):
+    "The errors `sample` raises before any work: guidance without labels or below 0, a bad shape."
     if guidance_scale and labels is None:
         raise ValueError(
             f"guidance_scale={guidance_scale} needs labels: pass labels (b,) with the class of each sample"
@@ -437,31 +458,26 @@ def sample(
     sizes_ok = all(isinstance(n, (int, np.integer)) and not isinstance(n, bool) and n >= 1 for n in shape)
     if len(shape) < 2 or not sizes_ok:
         raise ValueError(f"shape must be (b, ...) with b and every size a positive int, got {tuple(shape)}")
-    dev = _model_device(model)
-    s = s.to(dev)
-    smp = make_sampler(
-        sampler, s, s.n_steps if n_steps is None else n_steps, eta=eta, variance=variance, spacing=spacing
-    )
+
+def _sample_inputs(model, shape:tuple, dev:torch.device, labels, generator, x_T:Tensor|None):
+    "(labels, x_T) on `dev`, checked; x_T drawn unless given, in float64 for a float64 model or x_T."
     if labels is not None:
         labels = torch.as_tensor(labels, device=dev).long()
         if labels.shape != (shape[0],):
             raise ValueError(f"labels must have shape ({shape[0]},), got {tuple(labels.shape)}")
-    clip = len(shape) == 4 if clip is None else clip
     wide = _param_dtype(model) == torch.float64 or (x_T is not None and x_T.dtype == torch.float64)
     # the sampler's arithmetic: float64 for a float64 model
     dtype = torch.float64 if wide else torch.float32
-    x = (
-        noise_like(torch.empty(shape, device=dev, dtype=dtype), generator)
-        if x_T is None
-        else x_T.to(dev, dtype)
-    )
+    x = (noise_like(torch.empty(shape, device=dev, dtype=dtype), generator) if x_T is None
+         else x_T.to(dev, dtype))
     if tuple(x.shape) != tuple(shape):
         raise ValueError(f"x_T must have shape {tuple(shape)}, got {tuple(x.shape)}")
     check_finite(x, "x_T")
-    denoise = denoiser(model, s, prediction, labels, guidance_scale, clip)
-    every = (trajectory_every or max(1, len(smp) // 10)) if return_trajectory else None
-    with eval_mode(model), torch.inference_mode():
-        x, traj = _run(smp, x, denoise, generator, progress, every)
+    return labels, x
+
+# %% ../nbs/08_sample.ipynb #64d2057a
+def _sample_result(x:Tensor, traj:dict, return_trajectory:bool):
+    "The samples, checked once to be finite; with return_trajectory, also the trajectory stacked."
     # one check at the end, not a sync per step
     if not torch.isfinite(x).all():
         raise FloatingPointError(
@@ -508,6 +524,7 @@ def _alpha_bars(s:Schedule, ts:list[int])->tuple[Tensor, Tensor]:
     t = torch.as_tensor(ts)
     return ab1[t + 1], ab1[torch.cat([t[1:], t.new_tensor([-1])]) + 1]
 
+# %% ../nbs/08a_solvers.ipynb #745af335
 @register_sampler
 class DPMSolverPP(Sampler):
     """DPM-Solver++ (Lu et al. 2022) in data prediction: order 2 is the multistep 2M method; order 1 is DDIM

@@ -72,18 +72,35 @@ def sigmoid_betas(
     alpha_bar = (v_end - torch.sigmoid((t * (end - start) + start) / tau)) / (v_end - v_start)
     return (1 - alpha_bar[1:] / alpha_bar[:-1]).clamp(max=max_beta)
 
-# %% ../nbs/02_schedule.ipynb #9da5947d
+# %% ../nbs/02_schedule.ipynb #a89e0eac
 def patch(f=None, *, cls_method:bool=False):
     """Make `f` a method of the class its first argument is annotated with, under f's own name: a class
     written over several cells (fastcore's @patch, without the dependency)."""
     if f is None:
         return lambda g: patch(g, cls_method=cls_method)
-    ann = f.__annotations__[next(iter(inspect.signature(f).parameters))]
+    raw = inspect.unwrap(f)                 # the function itself, under a decorator such as @torch.no_grad()
+    ann = raw.__annotations__[next(iter(inspect.signature(raw).parameters))]
     # annotations are strings under `from __future__ import annotations`
-    cls = f.__globals__[ann] if isinstance(ann, str) else ann
-    f.__qualname__ = f"{cls.__name__}.{f.__name__}"
+    cls = raw.__globals__[ann] if isinstance(ann, str) else ann
+    raw.__qualname__ = f.__qualname__ = f"{cls.__name__}.{f.__name__}"
     setattr(cls, f.__name__, classmethod(f) if cls_method else f)
     return f
+
+# %% ../nbs/02_schedule.ipynb #57b18bb9
+_COEFS = ("beta", "alpha", "alpha_bar", "alpha_bar_prev", "beta_tilde", "sqrt_alpha_bar",
+          "sqrt_one_minus_alpha_bar", "snr", "log_snr", "post_coef_x0", "post_coef_xt")
+
+def _coefficients(b:Tensor)->dict[str, Tensor]:
+    "Every quantity of the schedule from β_1..β_T, in float64."
+    a = 1 - b
+    ab = torch.cumprod(a, 0)                                    # ᾱ_t (Eq. 4)
+    ab_prev = torch.cat([ab.new_ones(1), ab[:-1]])              # ᾱ_{t-1}, with ᾱ_0 = 1
+    return dict(beta=b, alpha=a, alpha_bar=ab, alpha_bar_prev=ab_prev,
+                beta_tilde=(1 - ab_prev) / (1 - ab) * b,        # Eq. 7
+                sqrt_alpha_bar=ab.sqrt(), sqrt_one_minus_alpha_bar=(1 - ab).sqrt(),
+                snr=ab / (1 - ab), log_snr=ab.log() - torch.log1p(-ab),
+                post_coef_x0=ab_prev.sqrt() * b / (1 - ab),     # Eq. 7
+                post_coef_xt=a.sqrt() * (1 - ab_prev) / (1 - ab))
 
 # %% ../nbs/02_schedule.ipynb #855cd28e
 def _check_alpha_bar(ab:Tensor, b:Tensor):
@@ -108,22 +125,7 @@ def _check_alpha_bar(ab:Tensor, b:Tensor):
             f"use betas of 1e-6 or more"
         )
 
-# %% ../nbs/02_schedule.ipynb #57b18bb9
-_COEFS = ("beta", "alpha", "alpha_bar", "alpha_bar_prev", "beta_tilde", "sqrt_alpha_bar",
-          "sqrt_one_minus_alpha_bar", "snr", "log_snr", "post_coef_x0", "post_coef_xt")
-
-def _coefficients(b:Tensor)->dict[str, Tensor]:
-    "Every quantity of the schedule from β_1..β_T, in float64."
-    a = 1 - b
-    ab = torch.cumprod(a, 0)                                    # ᾱ_t (Eq. 4)
-    ab_prev = torch.cat([ab.new_ones(1), ab[:-1]])              # ᾱ_{t-1}, with ᾱ_0 = 1
-    return dict(beta=b, alpha=a, alpha_bar=ab, alpha_bar_prev=ab_prev,
-                beta_tilde=(1 - ab_prev) / (1 - ab) * b,        # Eq. 7
-                sqrt_alpha_bar=ab.sqrt(), sqrt_one_minus_alpha_bar=(1 - ab).sqrt(),
-                snr=ab / (1 - ab), log_snr=ab.log() - torch.log1p(-ab),
-                post_coef_x0=ab_prev.sqrt() * b / (1 - ab),     # Eq. 7
-                post_coef_xt=a.sqrt() * (1 - ab_prev) / (1 - ab))
-
+# %% ../nbs/02_schedule.ipynb #c2e0222c
 class Schedule:
     """A noise schedule: β_t and every quantity derived from it, computed in float64 and stored as float32
     tensors of shape (T,)."""
@@ -145,49 +147,6 @@ class Schedule:
             setattr(self, k, vals[k].float())
         self.name = name
 
-    def float64(self)->dict[str, Tensor]:
-        """Every coefficient recomputed in float64 on the CPU from the stored β, for arithmetic that float32's
-        ᾱ_t cannot carry (1 − ᾱ_t near t = 1)."""
-        return _coefficients(self.beta.double().cpu())
-
-    @classmethod
-    def from_name(cls,
-                  name:str, # "linear", "cosine" or "sigmoid"
-                  n_steps:int=1000, # T
-                  **kwargs): # passed on to the beta function, e.g. `s=0.008` for cosine
-        "Build a named schedule, e.g. `Schedule.from_name('cosine', n_steps=1000)`."
-        if name not in SCHEDULES:
-            raise ValueError(f"unknown schedule {name!r}; expected one of {', '.join(map(repr, SCHEDULES))}")
-        return cls(SCHEDULES[name](n_steps, **kwargs), name=name)
-
-    def to(self, device:str|torch.device): # e.g. "cuda"
-        "A copy of the schedule with every tensor on `device`."
-        new = object.__new__(type(self))
-        for k in _COEFS:
-            setattr(new, k, getattr(self, k).to(device))
-        new.name = self.name
-        return new
-
-    def check_t(self,
-                t:int|Tensor, # timesteps, code index 0..T-1: an int, a 0-d tensor or a (b,) integer tensor
-                # batch size b: a single t is repeated b times, a (b,) tensor is checked against it
-                batch:int|None=None,
-               )->Tensor: # (b,) LongTensor on the schedule's device
-        "Validate timesteps: integers in [0, T-1], one per sample."
-        if isinstance(t, bool) or not isinstance(t, (int, np.integer, Tensor)):
-            raise ValueError(f"t must be an int or an integer tensor, got {type(t).__name__}")
-        t = torch.as_tensor(t)
-        if t.dtype.is_floating_point or t.dtype.is_complex or t.dtype == torch.bool:
-            raise ValueError(f"t must be an integer tensor, got dtype {t.dtype}")
-        if t.ndim == 0:
-            t = t.expand(1 if batch is None else batch)
-        if t.ndim != 1 or (batch is not None and len(t) != batch):
-            raise ValueError(f"t must have shape ({'b' if batch is None else batch},), got {tuple(t.shape)}")
-        lo, hi = (int(t.min()), int(t.max())) if len(t) else (0, 0)
-        if lo < 0 or hi >= self.n_steps:
-            raise ValueError(f"t must be in [0, {self.n_steps - 1}], got {lo if lo < 0 else hi}")
-        return t.to(self.device, torch.long)
-
     @property
     def n_steps(self)->int: return len(self.beta)
     @property
@@ -197,7 +156,50 @@ class Schedule:
         return (f"Schedule({self.name or 'custom'}, n_steps={self.n_steps}, "
                 f"alpha_bar[-1]={self.alpha_bar[-1].item():.3g}, device={self.device})")
 
+# %% ../nbs/02_schedule.ipynb #7ec4e0a1
+@patch(cls_method=True)
+def from_name(cls:Schedule,
+              name:str, # "linear", "cosine" or "sigmoid"
+              n_steps:int=1000, # T
+              **kwargs): # passed on to the beta function, e.g. `s=0.008` for cosine
+    "Build a named schedule, e.g. `Schedule.from_name('cosine', n_steps=1000)`."
+    if name not in SCHEDULES:
+        raise ValueError(f"unknown schedule {name!r}; expected one of {', '.join(map(repr, SCHEDULES))}")
+    return cls(SCHEDULES[name](n_steps, **kwargs), name=name)
+
 SCHEDULES = {"linear": linear_betas, "cosine": cosine_betas, "sigmoid": sigmoid_betas}
+
+# %% ../nbs/02_schedule.ipynb #44b12c7b
+@patch
+def to(self:Schedule, device:str|torch.device): # e.g. "cuda"
+    "A copy of the schedule with every tensor on `device`."
+    new = object.__new__(type(self))
+    for k in _COEFS:
+        setattr(new, k, getattr(self, k).to(device))
+    new.name = self.name
+    return new
+
+# %% ../nbs/02_schedule.ipynb #dcac6284
+@patch
+def check_t(self:Schedule,
+            t:int|Tensor, # timesteps, code index 0..T-1: an int, a 0-d tensor or a (b,) integer tensor
+            # batch size b: a single t is repeated b times, a (b,) tensor is checked against it
+            batch:int|None=None,
+           )->Tensor: # (b,) LongTensor on the schedule's device
+    "Validate timesteps: integers in [0, T-1], one per sample."
+    if isinstance(t, bool) or not isinstance(t, (int, np.integer, Tensor)):
+        raise ValueError(f"t must be an int or an integer tensor, got {type(t).__name__}")
+    t = torch.as_tensor(t)
+    if t.dtype.is_floating_point or t.dtype.is_complex or t.dtype == torch.bool:
+        raise ValueError(f"t must be an integer tensor, got dtype {t.dtype}")
+    if t.ndim == 0:
+        t = t.expand(1 if batch is None else batch)
+    if t.ndim != 1 or (batch is not None and len(t) != batch):
+        raise ValueError(f"t must have shape ({'b' if batch is None else batch},), got {tuple(t.shape)}")
+    lo, hi = (int(t.min()), int(t.max())) if len(t) else (0, 0)
+    if lo < 0 or hi >= self.n_steps:
+        raise ValueError(f"t must be in [0, {self.n_steps - 1}], got {lo if lo < 0 else hi}")
+    return t.to(self.device, torch.long)
 
 # %% ../nbs/02_schedule.ipynb #3b88e195
 def extract(
@@ -208,3 +210,10 @@ def extract(
     "Gather one coefficient per sample and shape it to broadcast against `x`."
     v = coef[t.to(coef.device)]
     return rearrange(v, "b -> b" + " 1" * (x.ndim - 1)).to(x.device)
+
+# %% ../nbs/02_schedule.ipynb #1e5a22c8
+@patch
+def float64(self:Schedule)->dict[str, Tensor]:
+    """Every coefficient recomputed in float64 on the CPU from the stored β, for arithmetic that float32's
+    ᾱ_t cannot carry (1 − ᾱ_t near t = 1)."""
+    return _coefficients(self.beta.double().cpu())

@@ -44,23 +44,16 @@ __all__ = ['RECIPES', 'TrainConfig', 'build_model', 'load_training_data', 'EMA',
 # %% ../nbs/07_train.ipynb #48ee9416
 @dataclass
 class TrainConfig:
-    """Every setting of a training run; saved as JSON in each checkpoint, so a run can be resumed or inspected
-    later."""
+    "Every setting of a training run, saved as JSON in each checkpoint to resume or inspect the run later."
 
-    # a built-in dataset (digits, digits16, digits32, swissroll, moons, gaussians, mnist) or a path
-    data:str="digits"
-    # a folder of images: crop each to a square and resize it to image_size × image_size; None: all must share
-    # one size
-    image_size:int|None=None
-    # a folder of images: 1 converts every image to grey, 3 to RGB; None: keep the files' own (all must agree)
-    channels:int|None=None
+    data:str="digits" # built-in (digits, digits16, digits32, swissroll, moons, gaussians, mnist) or a path
+    image_size:int|None=None # image folder: crop to a square, resize to this; None: all must share one size
+    channels:int|None=None # image folder: 1 makes every image grey, 3 RGB; None: keep the files' own
     out:str="runs/ddpm" # run folder: checkpoints, samples
     model:str="tiny" # a UNet preset (tiny, mnist, cifar10), or "mlp" for 2-D points
-    # UNetConfig (or MLPDenoiser) fields to change, e.g. {"dropout": 0.0}
-    model_changes:dict=field(default_factory=dict)
+    model_changes:dict=field(default_factory=dict) # UNetConfig or MLPDenoiser fields, e.g. {"dropout": 0.0}
     conditional:bool=False # condition on the dataset's labels (needs a labelled dataset)
-    # when conditional: share of labels replaced by "no label", for classifier-free guidance
-    label_dropout:float=0.1
+    label_dropout:float=0.1 # when conditional: share of labels replaced by "no label", for guidance
     schedule:str="linear" # linear, cosine or sigmoid
     timesteps:int=1000 # T
     steps:int=10_000 # optimiser steps in the whole run
@@ -70,13 +63,10 @@ class TrainConfig:
     weight_decay:float=0. # AdamW's decoupled weight decay (DDPM: none)
     grad_clip:float=1. # clip the gradient's global norm to this (DDPM: 1); 0 turns clipping off
     ema_decay:float=0.9999 # EMA decay per step (DDPM: 0.9999)
-    # use min(decay, (1+k)/(10+k)) at step k, so early EMAs are not stuck at the random start
-    ema_warmup:bool=True
+    ema_warmup:bool=True # use min(decay, (1+k)/(10+k)) at step k, so the EMA forgets the random start
     prediction:str="eps" # what the network predicts: eps (DDPM), x0 or v
     weighting:str="none" # loss weighting over t: none (Eq. 14) or min_snr
-    # auto (bf16 where the hardware has it: recent GPUs, CPUs with AVX512-BF16 or AMX; else fp32), fp32, bf16,
-    # fp16 (CUDA, loss scaling)
-    precision:str="auto"
+    precision:str="auto" # auto (bf16 where the hardware has it, else fp32), fp32, bf16, or fp16 (CUDA)
     compile:bool=False # torch.compile the model (faster steps on GPUs after a warm-up)
     channels_last:bool=False # channels-last memory format for images (faster convolutions on recent GPUs)
     random_flip:bool=False # random horizontal flips of images (DDPM on CIFAR-10)
@@ -90,92 +80,64 @@ class TrainConfig:
     progress:bool=True # show a progress bar (in JupyterLab and in a terminal)
 
     def __post_init__(self):
-        checks = [
-            (
-                self.schedule in SCHEDULES,
-                f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}",
-            ),
-            (
-                self.model in (*UNET_PRESETS, "mlp"),
-                f"model must be one of {', '.join((*UNET_PRESETS, 'mlp'))}, got {self.model!r}",
-            ),
-            (
-                self.precision in ("auto", "fp32", "bf16", "fp16"),
-                f"precision must be auto, fp32, bf16 or fp16, got {self.precision!r}",
-            ),
-            (
-                self.prediction in PREDICTIONS,
-                f"prediction must be one of {', '.join(PREDICTIONS)}, got {self.prediction!r}",
-            ),
-            (
-                self.weighting in WEIGHTINGS,
-                f"weighting must be one of {', '.join(WEIGHTINGS)}, got {self.weighting!r}",
-            ),
-            (0 <= self.label_dropout < 1, f"label_dropout must be in [0, 1), got {self.label_dropout}"),
-            (0 <= self.ema_decay < 1, f"ema_decay must be in [0, 1), got {self.ema_decay}"),
-            (
-                isinstance(self.warmup, int) and self.warmup >= 0,
-                f"warmup must be an integer >= 0, got {self.warmup!r}",
-            ),
-            (
-                isinstance(self.sample_every, int) and self.sample_every >= 0,
-                f"sample_every must be an integer >= 0, got {self.sample_every!r}",
-            ),
-            (
-                isinstance(self.seed, int) and not isinstance(self.seed, bool),
-                f"seed must be an integer, got {self.seed!r}",
-            ),
-            (self.channels in (None, 1, 3), f"channels must be None, 1 or 3, got {self.channels!r}"),
-            (
-                self.image_size is None
-                or (
-                    isinstance(self.image_size, int)
-                    and not isinstance(self.image_size, bool)
-                    and self.image_size >= 1
-                ),
-                f"image_size must be None or an integer >= 1, got {self.image_size!r}",
-            ),
-        ]
-        for name, positive in (("lr", True), ("weight_decay", False), ("grad_clip", False)):
-            v = getattr(self, name)
-            ok = (
-                isinstance(v, (int, float))
-                and not isinstance(v, bool)
-                and math.isfinite(v)
-                and (v > 0 if positive else v >= 0)
-            )
-            checks.append((ok, f"{name} must be a finite number {'> 0' if positive else '>= 0'}, got {v!r}"))
-        for name in ("timesteps", "steps", "batch_size", "log_every", "ckpt_every", "keep", "n_samples"):
-            v = getattr(self, name)
-            checks.append(
-                (
-                    isinstance(v, int) and not isinstance(v, bool) and v >= 1,
-                    f"{name} must be an integer >= 1, got {v!r}",
-                )
-            )
-        for ok, msg in checks:
-            if not ok:
-                raise ValueError(msg)
+        _check_train_config(self)
 
-    def data_options(self)->dict:
-        "The options `load_dataset` reads this run's data with: size and channels, where set."
-        return {k: v for k, v in (("size", self.image_size), ("channels", self.channels)) if v is not None}
+# %% ../nbs/07_train.ipynb #b708696f
+def _check_train_config(c:TrainConfig):
+    "Raise a ValueError naming the first field of `c` that is out of range."
+    isint = lambda v: isinstance(v, int) and not isinstance(v, bool)
+    checks = [
+        (c.schedule in SCHEDULES, f"schedule must be one of {', '.join(SCHEDULES)}, got {c.schedule!r}"),
+        (c.model in (*UNET_PRESETS, "mlp"),
+         f"model must be one of {', '.join((*UNET_PRESETS, 'mlp'))}, got {c.model!r}"),
+        (c.precision in ("auto", "fp32", "bf16", "fp16"),
+         f"precision must be auto, fp32, bf16 or fp16, got {c.precision!r}"),
+        (c.prediction in PREDICTIONS,
+         f"prediction must be one of {', '.join(PREDICTIONS)}, got {c.prediction!r}"),
+        (c.weighting in WEIGHTINGS, f"weighting must be one of {', '.join(WEIGHTINGS)}, got {c.weighting!r}"),
+        (0 <= c.label_dropout < 1, f"label_dropout must be in [0, 1), got {c.label_dropout}"),
+        (0 <= c.ema_decay < 1, f"ema_decay must be in [0, 1), got {c.ema_decay}"),
+        (isinstance(c.warmup, int) and c.warmup >= 0, f"warmup must be an integer >= 0, got {c.warmup!r}"),
+        (isinstance(c.sample_every, int) and c.sample_every >= 0,
+         f"sample_every must be an integer >= 0, got {c.sample_every!r}"),
+        (isint(c.seed), f"seed must be an integer, got {c.seed!r}"),
+        (c.channels in (None, 1, 3), f"channels must be None, 1 or 3, got {c.channels!r}"),
+        (c.image_size is None or (isint(c.image_size) and c.image_size >= 1),
+         f"image_size must be None or an integer >= 1, got {c.image_size!r}"),
+    ]
+    for name, positive in (("lr", True), ("weight_decay", False), ("grad_clip", False)):
+        v = getattr(c, name)
+        ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+        ok = ok and (v > 0 if positive else v >= 0)
+        checks.append((ok, f"{name} must be a finite number {'> 0' if positive else '>= 0'}, got {v!r}"))
+    for name in ("timesteps", "steps", "batch_size", "log_every", "ckpt_every", "keep", "n_samples"):
+        v = getattr(c, name)
+        checks.append((isint(v) and v >= 1, f"{name} must be an integer >= 1, got {v!r}"))
+    for ok, msg in checks:
+        if not ok:
+            raise ValueError(msg)
 
-    @classmethod
-    def from_dict(cls, d:dict):
-        "A TrainConfig from a dict such as the JSON in a checkpoint; unknown keys are named in the error."
-        unknown = set(d) - {f.name for f in fields(cls)}
-        if unknown:
-            raise ValueError(f"unknown TrainConfig field(s): {sorted(unknown)}")
-        return cls(**d)
+# %% ../nbs/07_train.ipynb #1e060050
+@patch
+def data_options(self:TrainConfig)->dict:
+    "The options `load_dataset` reads this run's data with: size and channels, where set."
+    return {k: v for k, v in (("size", self.image_size), ("channels", self.channels)) if v is not None}
 
-    @classmethod
-    def recipe(cls, name:str, **changes):
-        """A published training setup by name (a key of `RECIPES`; 'cifar10' is DDPM's CIFAR-10 run),
-        `changes` overriding its fields."""
-        if name not in RECIPES:
-            raise ValueError(f"unknown recipe {name!r}; expected one of {', '.join(map(repr, RECIPES))}")
-        return cls.from_dict({**RECIPES[name], **changes})
+@patch(cls_method=True)
+def from_dict(cls:TrainConfig, d:dict):
+    "A TrainConfig from a dict such as the JSON in a checkpoint; unknown keys are named in the error."
+    unknown = set(d) - {f.name for f in fields(cls)}
+    if unknown:
+        raise ValueError(f"unknown TrainConfig field(s): {sorted(unknown)}")
+    return cls(**d)
+
+@patch(cls_method=True)
+def recipe(cls:TrainConfig, name:str, **changes):
+    """A published training setup by name (a key of `RECIPES`; 'cifar10' is DDPM's CIFAR-10 run),
+    `changes` overriding its fields."""
+    if name not in RECIPES:
+        raise ValueError(f"unknown recipe {name!r}; expected one of {', '.join(map(repr, RECIPES))}")
+    return cls.from_dict({**RECIPES[name], **changes})
 
 # %% ../nbs/07_train.ipynb #cbf21523
 RECIPES = {
@@ -221,6 +183,7 @@ def build_model(
     )
     return UNet(cfg)
 
+# %% ../nbs/07_train.ipynb #ada9a359
 def load_training_data(
     config:TrainConfig, # uses data, image_size, channels
 )->Dataset:
@@ -328,70 +291,10 @@ class Trainer:
         self.rank, self.world, local_rank = _dist_info()
         if c.batch_size % self.world:
             raise ValueError(f"batch_size {c.batch_size} must divide evenly across {self.world} processes")
-        if c.device is not None:
-            self.device = torch.device(c.device)
-        elif self.world > 1 and torch.cuda.is_available():
-            self.device = torch.device("cuda", local_rank)
-        else:
-            self.device = default_device()
-        if self.world > 1 and self.device.type == "cuda" and self.device.index is None:
-            self.device = torch.device("cuda", local_rank)   # one GPU per process
-        if self.device.type == "cuda" and self.device.index is not None:
-            torch.cuda.set_device(self.device)
-        if self.world > 1 and not dist.is_initialized():
-            # NCCL between GPUs, gloo between CPU processes
-            dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
-        self.precision = c.precision if c.precision != "auto" else auto_precision(self.device)
-        if self.precision == "fp16" and self.device.type != "cuda":
-            raise ValueError(f"precision fp16 needs a CUDA device, got {self.device}")
-        self.dataset = dataset if dataset is not None else load_training_data(c)
-        if len(self.dataset) < c.batch_size:
-            raise ValueError(
-                f"the dataset has {len(self.dataset)} items, fewer than one batch of {c.batch_size}: choose "
-                "a smaller batch size"
-            )
-        first = self.dataset[0]
-        x0 = torch.as_tensor(first[0] if isinstance(first, (tuple, list)) else first)
-        self.item_shape, self.is_image = tuple(x0.shape), x0.ndim == 3
-        torch.manual_seed(c.seed)  # the model's initialisation
-        model = (
-            model
-            if model is not None
-            else build_model(c, self.item_shape, getattr(self.dataset, "num_classes", None))
-        )
-        if getattr(model, "prediction", c.prediction) != c.prediction:
-            raise ValueError(
-                f"the model records that it predicts {model.prediction!r}, but the config trains it to "
-                f"predict {c.prediction!r}"
-            )
-        # what it learns to predict: sampling and the checkpoint read it
-        model.prediction = c.prediction
-        self.model = model.to(self.device)
-        if c.channels_last and self.is_image:
-            self.model = self.model.to(memory_format=torch.channels_last)
-        self.ema = EMA(self.model, c.ema_decay, c.ema_warmup)
-        self.schedule = Schedule.from_name(c.schedule, c.timesteps).to(self.device)
-        self.opt = torch.optim.AdamW(self.model.parameters(), lr=c.lr, weight_decay=c.weight_decay)
-        self.lr_sched = torch.optim.lr_scheduler.LambdaLR(
-            self.opt, lambda k: min(1.0, (k + 1) / max(c.warmup, 1))
-        )
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.precision == "fp16")
-        self.sampler = DistributedSampler(
-            self.dataset, num_replicas=self.world, rank=self.rank, shuffle=True, seed=c.seed, drop_last=True
-        )
-        self.local_batch = c.batch_size // self.world
-        self.batches_per_epoch = len(self.sampler) // self.local_batch
-        if self.batches_per_epoch < 1:
-            raise ValueError(
-                f"the dataset is too small for a batch of {c.batch_size} over {self.world} processes"
-            )
-        self.net = self.model
-        if self.world > 1:
-            self.net = DistributedDataParallel(
-                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None
-            )
-        if c.compile:
-            self.net = torch.compile(self.net)
+        self._init_device(local_rank)
+        self._init_data(dataset)
+        self._init_model(model)
+        self._init_batches()
         if c.warmup > c.steps:
             warnings.warn(
                 f"the warm-up ({c.warmup} steps) is longer than the run ({c.steps} steps): the learning "
@@ -412,6 +315,93 @@ class Trainer:
 
     @property
     def is_main(self)->bool: return self.rank == 0
+
+# %% ../nbs/07_train.ipynb #ae7b31af
+@patch
+def _init_device(self:Trainer, local_rank:int):
+    "Choose the device and the precision; join the process group under torchrun."
+    c = self.config
+    if c.device is not None:
+        self.device = torch.device(c.device)
+    elif self.world > 1 and torch.cuda.is_available():
+        self.device = torch.device("cuda", local_rank)
+    else:
+        self.device = default_device()
+    if self.world > 1 and self.device.type == "cuda" and self.device.index is None:
+        self.device = torch.device("cuda", local_rank)   # one GPU per process
+    if self.device.type == "cuda" and self.device.index is not None:
+        torch.cuda.set_device(self.device)
+    if self.world > 1 and not dist.is_initialized():
+        # NCCL between GPUs, gloo between CPU processes
+        dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
+    self.precision = c.precision if c.precision != "auto" else auto_precision(self.device)
+    if self.precision == "fp16" and self.device.type != "cuda":
+        raise ValueError(f"precision fp16 needs a CUDA device, got {self.device}")
+
+@patch
+def _init_data(self:Trainer, dataset:Dataset|None):
+    "The training data, checked to hold at least one batch, and the shape of one item."
+    c = self.config
+    self.dataset = dataset if dataset is not None else load_training_data(c)
+    if len(self.dataset) < c.batch_size:
+        raise ValueError(
+            f"the dataset has {len(self.dataset)} items, fewer than one batch of {c.batch_size}: choose "
+            "a smaller batch size"
+        )
+    first = self.dataset[0]
+    x0 = torch.as_tensor(first[0] if isinstance(first, (tuple, list)) else first)
+    self.item_shape, self.is_image = tuple(x0.shape), x0.ndim == 3
+
+# %% ../nbs/07_train.ipynb #5715f689
+@patch
+def _init_model(self:Trainer, model:nn.Module|None):
+    "The model on its device, with its EMA, the schedule, the optimiser and the learning-rate warm-up."
+    c = self.config
+    torch.manual_seed(c.seed)  # the model's initialisation
+    model = (
+        model
+        if model is not None
+        else build_model(c, self.item_shape, getattr(self.dataset, "num_classes", None))
+    )
+    if getattr(model, "prediction", c.prediction) != c.prediction:
+        raise ValueError(
+            f"the model records that it predicts {model.prediction!r}, but the config trains it to "
+            f"predict {c.prediction!r}"
+        )
+    # what it learns to predict: sampling and the checkpoint read it
+    model.prediction = c.prediction
+    self.model = model.to(self.device)
+    if c.channels_last and self.is_image:
+        self.model = self.model.to(memory_format=torch.channels_last)
+    self.ema = EMA(self.model, c.ema_decay, c.ema_warmup)
+    self.schedule = Schedule.from_name(c.schedule, c.timesteps).to(self.device)
+    self.opt = torch.optim.AdamW(self.model.parameters(), lr=c.lr, weight_decay=c.weight_decay)
+    self.lr_sched = torch.optim.lr_scheduler.LambdaLR(
+        self.opt, lambda k: min(1.0, (k + 1) / max(c.warmup, 1))
+    )
+    self.scaler = torch.amp.GradScaler("cuda", enabled=self.precision == "fp16")
+
+# %% ../nbs/07_train.ipynb #01e2dc19
+@patch
+def _init_batches(self:Trainer):
+    "The sampler that deals the data out to the processes, and the network as the steps call it."
+    c = self.config
+    self.sampler = DistributedSampler(
+        self.dataset, num_replicas=self.world, rank=self.rank, shuffle=True, seed=c.seed, drop_last=True
+    )
+    self.local_batch = c.batch_size // self.world
+    self.batches_per_epoch = len(self.sampler) // self.local_batch
+    if self.batches_per_epoch < 1:
+        raise ValueError(
+            f"the dataset is too small for a batch of {c.batch_size} over {self.world} processes"
+        )
+    self.net = self.model
+    if self.world > 1:
+        self.net = DistributedDataParallel(
+            self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None
+        )
+    if c.compile:
+        self.net = torch.compile(self.net)
 
 # %% ../nbs/07_train.ipynb #6df4040b
 @patch
@@ -449,8 +439,10 @@ def _noise(self:Trainer, step:int, x:Tensor)->tuple[Tensor, Tensor, Tensor, Tens
     share = slice(self.rank, None, self.world)
     return t[share], eps[share].contiguous(), flip[share], drop[share]
 
+# %% ../nbs/07_train.ipynb #e8574b6f
 @patch
-def _train_step(self:Trainer, step:int)->float:
+def _step_loss(self:Trainer, step:int)->Tensor:
+    "The loss (Eq. 14) on this process's share of global batch `step`, under autocast."
     c = self.config
     x, y = self._batch(step)
     t, eps, flip, drop = self._noise(step, x)
@@ -461,28 +453,19 @@ def _train_step(self:Trainer, step:int)->float:
     cond = torch.where(drop, -1, y) if c.conditional else None
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
     with torch.autocast(self.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-        loss = ddpm_loss(
-            self.net,
-            x,
-            self.schedule,
-            t=t,
-            eps=eps,
-            cond=cond,
-            prediction=c.prediction,
-            weighting=c.weighting,
-        )
-    self.opt.zero_grad(set_to_none=True)
-    self.scaler.scale(loss).backward()
+        loss = ddpm_loss(self.net, x, self.schedule, t=t, eps=eps, cond=cond,
+                         prediction=c.prediction, weighting=c.weighting)
+    return loss
+
+@patch
+def _mean_loss(self:Trainer, loss:Tensor)->float:
+    "The loss averaged over all processes; sets `_stop_signum` when any process was signalled."
     # SIGINT/SIGTERM received by this process
     signum = (self._stop.signum or 0) if self._stop is not None else 0
     # one reduction: the mean loss, and whether any process was signalled
     if self.world > 1:
-        flags = torch.stack(
-            [
-                loss.detach().float(),
-                *torch.tensor([signum, signum > 0], dtype=torch.float32, device=loss.device),
-            ]
-        )
+        flags = torch.stack([loss.detach().float(),
+                             *torch.tensor([signum, signum > 0], dtype=torch.float32, device=loss.device)])
         dist.all_reduce(flags)
         total, signum_sum, n_signalled = flags.tolist()
         value, signum = total / self.world, round(signum_sum / n_signalled) if n_signalled else 0
@@ -490,6 +473,17 @@ def _train_step(self:Trainer, step:int)->float:
         value = loss.item()
     # fit stops after this step, on every process alike
     self._stop_signum = signum
+    return value
+
+# %% ../nbs/07_train.ipynb #c4cca553
+@patch
+def _train_step(self:Trainer, step:int)->float:
+    "One optimiser step on global batch `step`; returns the loss averaged over all processes."
+    c = self.config
+    loss = self._step_loss(step)
+    self.opt.zero_grad(set_to_none=True)
+    self.scaler.scale(loss).backward()
+    value = self._mean_loss(loss)
     if not math.isfinite(value):
         last = latest_checkpoint(self.out)
         raise FloatingPointError(
@@ -523,6 +517,16 @@ def save(self:Trainer)->Path|None:
     return final
 
 @patch
+def _prune(self:Trainer):
+    """Delete all but the newest `config.keep` checkpoints, and what interrupted writes and deletions left
+    behind."""
+    for old in list_checkpoints(self.out)[:-self.config.keep]:
+        remove_folder(old)
+    for stale in [*self.out.glob(f".{CKPT_PREFIX}*.tmp-*"), *self.out.glob(f".{CKPT_PREFIX}*.del-*")]:
+        shutil.rmtree(stale, ignore_errors=True)
+
+# %% ../nbs/07_train.ipynb #5586ecd7
+@patch
 def _write(self:Trainer, final:Path):
     """Write this step's checkpoint with write_checkpoint: the weights, the EMA, the optimiser's and
     generators' state, and the JSON record."""
@@ -554,15 +558,7 @@ def _write(self:Trainer, final:Path):
                              "state.safetensors": tensors}, meta)
     self._on_disk = self.step
 
-@patch
-def _prune(self:Trainer):
-    """Delete all but the newest `config.keep` checkpoints, and what interrupted writes and deletions left
-    behind."""
-    for old in list_checkpoints(self.out)[:-self.config.keep]:
-        remove_folder(old)
-    for stale in [*self.out.glob(f".{CKPT_PREFIX}*.tmp-*"), *self.out.glob(f".{CKPT_PREFIX}*.del-*")]:
-        shutil.rmtree(stale, ignore_errors=True)
-
+# %% ../nbs/07_train.ipynb #b9640eac
 @patch(cls_method=True)
 def resume(cls:Trainer,
            run:str|Path, # a run folder (its latest checkpoint) or a checkpoint folder
@@ -598,7 +594,7 @@ def resume(cls:Trainer,
         trainer._on_disk = meta["step"]   # its own run folder: that step needs no rewrite
     return trainer
 
-# %% ../nbs/07_train.ipynb #55b86c25
+# %% ../nbs/07_train.ipynb #281bc698
 class TrainingInterrupted(KeyboardInterrupt):
     """Training stopped by SIGINT (Ctrl-C, a notebook's interrupt) or SIGTERM, after saving the step it had
     reached."""
@@ -617,6 +613,7 @@ class TrainingInterrupted(KeyboardInterrupt):
         "What a command exits with after this signal: 128 + its number (130 for SIGINT, 143 for SIGTERM)."
         return 128 + self.signum
 
+# %% ../nbs/07_train.ipynb #38fe0f99
 class _StopSignals:
     """While active, SIGINT and SIGTERM only record their number, so the step in progress ends and can be
     saved; a second one raises KeyboardInterrupt."""
@@ -643,6 +640,7 @@ class _StopSignals:
         for sig, old in self._saved.items():
             signal.signal(sig, old)
 
+# %% ../nbs/07_train.ipynb #55a3b215
 @patch
 def fit(self:Trainer,
         until:int|None=None, # stop after this many steps in total; None: config.steps
@@ -656,45 +654,19 @@ def fit(self:Trainer,
             f"until={until} is beyond config.steps={c.steps}; resume with steps={until} to train longer"
         )
     self.net.train()
-    bar = tqdm(
-        total=until,
-        initial=self.step,
-        disable=not (c.progress and self.is_main),
-        dynamic_ncols=True,
-        desc="train",
-    )
-    t0, seen = time.time(), 0
+    bar = tqdm(total=until, initial=self.step, disable=not (c.progress and self.is_main), dynamic_ncols=True,
+               desc="train")
+    t0 = time.time()
     try:
         with _StopSignals() as self._stop:
-            while self.step < until:
-                loss = self._train_step(self.step)
-                self.step += 1
-                seen += c.batch_size
-                self._log = [self._log[0] + loss, self._log[1] + 1]
-                if self.step % c.log_every == 0 or self.step == until:
-                    self.history.append([self.step, self._log[0] / self._log[1]])
-                    bar.set_postfix(
-                        loss=f"{self._log[0] / self._log[1]:.4f}", img_s=f"{seen / (time.time() - t0):.0f}"
-                    )
-                    self._log = [0.0, 0]
-                bar.update(1)
-                if self._stop_signum:
-                    break                             # every process saw the same signal after this step
-                if c.sample_every and self.step % c.sample_every == 0 and self.is_image:
-                    self.sample_grid()
-                if self.step % c.ckpt_every == 0 and self.step != until:
-                    self.save()
+            self._fit_steps(until, bar, t0)
             # also a signal that came during the last save
             signum = self._stop_signum or self._stop.signum
             bar.close()
             if signum and self.is_main:
                 name = signal.Signals(signum).name
-                print(
-                    f"{name}: saving step {self.step}, then stopping (a second {name} stops at once, "
-                    "without it)",
-                    file=sys.stderr,
-                    flush=True,
-                )
+                print(f"{name}: saving step {self.step}, then stopping (a second {name} stops at once, "
+                      "without it)", file=sys.stderr, flush=True)
             path = self.save()
     finally:
         bar.close()
@@ -703,6 +675,31 @@ def fit(self:Trainer,
         raise TrainingInterrupted(signum, self.step, path)
     return self.history
 
+# %% ../nbs/07_train.ipynb #de9f7ba9
+@patch
+def _fit_steps(self:Trainer, until:int, bar, t0:float):
+    "The steps of `fit` up to `until`: log, checkpoint and sample on schedule; stop after a signalled step."
+    c, seen = self.config, 0
+    while self.step < until:
+        loss = self._train_step(self.step)
+        self.step += 1
+        seen += c.batch_size
+        self._log = [self._log[0] + loss, self._log[1] + 1]
+        if self.step % c.log_every == 0 or self.step == until:
+            self.history.append([self.step, self._log[0] / self._log[1]])
+            bar.set_postfix(
+                loss=f"{self._log[0] / self._log[1]:.4f}", img_s=f"{seen / (time.time() - t0):.0f}"
+            )
+            self._log = [0.0, 0]
+        bar.update(1)
+        if self._stop_signum:
+            break                             # every process saw the same signal after this step
+        if c.sample_every and self.step % c.sample_every == 0 and self.is_image:
+            self.sample_grid()
+        if self.step % c.ckpt_every == 0 and self.step != until:
+            self.save()
+
+# %% ../nbs/07_train.ipynb #60a6999e
 @patch
 def sample_grid(self:Trainer, path:str|Path|None=None, n:int|None=None)->Path|None:
     """Draw config.n_samples images with the EMA weights (DDPM, Algorithm 2; read as config.prediction) and

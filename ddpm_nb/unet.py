@@ -14,6 +14,8 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
+from .schedule import patch
+
 # %% auto #0
 __all__ = ['DOWN_PADDINGS', 'UNET_PRESETS', 'timestep_embedding', 'ResBlock', 'Attention', 'Downsample', 'UNetConfig', 'UNet',
            'MLPDenoiser']
@@ -83,6 +85,7 @@ class ResBlock(nn.Module):
         h = self.conv2(self.drop(F.silu(self.norm2(h))))
         return self.skip(x) + h
 
+# %% ../nbs/05_unet.ipynb #c92d2ebc
 class Attention(nn.Module):
     """Self-attention over the pixels of each feature map, with a residual connection: one head as wide as the
     map (DDPM), or heads of `head_dim` channels."""
@@ -105,6 +108,7 @@ class Attention(nn.Module):
         o = F.scaled_dot_product_attention(q, k, v)
         return x + self.out(rearrange(o, "b n (h w) c -> b (n c) h w", h=h, w=w))
 
+# %% ../nbs/05_unet.ipynb #290197c3
 class Downsample(nn.Conv2d):
     """The stride-2 3×3 convolution that halves a map (rounding up), padded as TensorFlow's SAME (DDPM's
     released models) or by one pixel on every side."""
@@ -144,29 +148,7 @@ class UNetConfig:
 
     def __post_init__(self):
         self.ch_mult, self.attn_levels = tuple(self.ch_mult), tuple(self.attn_levels)
-        if not self.ch_mult or any(m < 1 for m in self.ch_mult):
-            raise ValueError(f"ch_mult must be a non-empty tuple of positive ints, got {self.ch_mult}")
-        bad = [l for l in self.attn_levels if not 0 <= l < len(self.ch_mult)]
-        if bad:
-            raise ValueError(
-                f"attn_levels must be in [0, {len(self.ch_mult) - 1}] (one per entry of ch_mult), got {bad}"
-            )
-        if self.num_classes is not None and self.num_classes < 1:
-            raise ValueError(f"num_classes must be >= 1 or None, got {self.num_classes}")
-        if self.down_padding not in DOWN_PADDINGS:
-            raise ValueError(
-                f"down_padding must be one of {', '.join(map(repr, DOWN_PADDINGS))}, got "
-                f"{self.down_padding!r}"
-            )
-        if self.attn_head_dim is not None:
-            # attention levels and the middle
-            widths = sorted({self.ch * self.ch_mult[l] for l in (*self.attn_levels, len(self.ch_mult) - 1)})
-            hd = self.attn_head_dim
-            if not isinstance(hd, int) or hd < 1 or any(c % hd for c in widths):
-                raise ValueError(
-                    "attn_head_dim must be None or a positive int that divides the channels of every "
-                    f"attention layer {widths}, got {self.attn_head_dim!r}"
-                )
+        _check_unet_config(self)
 
     @classmethod
     def preset(cls,
@@ -177,19 +159,52 @@ class UNetConfig:
             raise ValueError(f"unknown preset {name!r}; expected one of {', '.join(map(repr, UNET_PRESETS))}")
         return replace(UNET_PRESETS[name], **changes)
 
-    def to_json(self)->str: return json.dumps(asdict(self))
-    @classmethod
-    def from_json(cls, s:str):
-        """The configuration written by `to_json`; unknown keys are reported by name, and a record without
-        down_padding (written before it existed) keeps the symmetric padding it was trained with."""
-        d = json.loads(s)
-        names = {f.name for f in fields(cls)}
-        if set(d) - names:
-            raise ValueError(f"unknown UNetConfig field(s): {sorted(set(d) - names)}")
-        return cls(**{"down_padding": "symmetric", **d})
+# %% ../nbs/05_unet.ipynb #8f7a294b
+@patch
+def to_json(self:UNetConfig)->str:
+    "The configuration as a JSON string."
+    return json.dumps(asdict(self))
 
+@patch(cls_method=True)
+def from_json(cls:UNetConfig, s:str):
+    """The configuration written by `to_json`; unknown keys are reported by name, and a record without
+    down_padding (written before it existed) keeps the symmetric padding it was trained with."""
+    d = json.loads(s)
+    names = {f.name for f in fields(cls)}
+    if set(d) - names:
+        raise ValueError(f"unknown UNetConfig field(s): {sorted(set(d) - names)}")
+    return cls(**{"down_padding": "symmetric", **d})
+
+# %% ../nbs/05_unet.ipynb #161a20f3
 DOWN_PADDINGS = ("same", "symmetric")
 
+def _check_unet_config(cfg:UNetConfig):
+    "A ValueError naming the first bad field of `cfg`, if any."
+    if not cfg.ch_mult or any(m < 1 for m in cfg.ch_mult):
+        raise ValueError(f"ch_mult must be a non-empty tuple of positive ints, got {cfg.ch_mult}")
+    bad = [l for l in cfg.attn_levels if not 0 <= l < len(cfg.ch_mult)]
+    if bad:
+        raise ValueError(
+            f"attn_levels must be in [0, {len(cfg.ch_mult) - 1}] (one per entry of ch_mult), got {bad}"
+        )
+    if cfg.num_classes is not None and cfg.num_classes < 1:
+        raise ValueError(f"num_classes must be >= 1 or None, got {cfg.num_classes}")
+    if cfg.down_padding not in DOWN_PADDINGS:
+        raise ValueError(
+            f"down_padding must be one of {', '.join(map(repr, DOWN_PADDINGS))}, got "
+            f"{cfg.down_padding!r}"
+        )
+    if cfg.attn_head_dim is not None:
+        # attention levels and the middle
+        widths = sorted({cfg.ch * cfg.ch_mult[l] for l in (*cfg.attn_levels, len(cfg.ch_mult) - 1)})
+        hd = cfg.attn_head_dim
+        if not isinstance(hd, int) or hd < 1 or any(c % hd for c in widths):
+            raise ValueError(
+                "attn_head_dim must be None or a positive int that divides the channels of every "
+                f"attention layer {widths}, got {cfg.attn_head_dim!r}"
+            )
+
+# %% ../nbs/05_unet.ipynb #0ca22e26
 UNET_PRESETS = {
     "tiny": UNetConfig(image_channels=1, image_size=8, ch=32, ch_mult=(1, 2), num_res_blocks=1,
                        attn_levels=(1,), dropout=0.1),
@@ -201,6 +216,14 @@ UNET_PRESETS = {
     "celebahq256": UNetConfig(image_size=256, ch_mult=(1, 1, 2, 2, 4, 4), attn_levels=(4,), dropout=0.),
     "lsun256": UNetConfig(image_size=256, ch_mult=(1, 1, 2, 2, 4, 4), attn_levels=(4,), dropout=0.),
 }
+
+# %% ../nbs/05_unet.ipynb #0ae2ae22
+def _stage(c_in:int, c_out:int, level:int, cfg:UNetConfig, d_emb:int)->nn.ModuleList:
+    "One step of a level of the U-Net: a residual block, then attention if `cfg` puts attention at `level`."
+    layers = [ResBlock(c_in, c_out, d_emb, cfg.dropout, cfg.groups)]
+    if level in cfg.attn_levels:
+        layers.append(Attention(c_out, cfg.groups, cfg.attn_head_dim))
+    return nn.ModuleList(layers)
 
 # %% ../nbs/05_unet.ipynb #c43455a6
 class UNet(nn.Module):
@@ -219,12 +242,7 @@ class UNet(nn.Module):
         self.down, skips, c = nn.ModuleList(), [ch], ch
         for i, m in enumerate(cfg.ch_mult):
             for _ in range(cfg.num_res_blocks):
-                self.down.append(
-                    nn.ModuleList(
-                        [block(c, ch * m)]
-                        + ([Attention(ch * m, cfg.groups, cfg.attn_head_dim)] if i in cfg.attn_levels else [])
-                    )
-                )
+                self.down.append(_stage(c, ch * m, i, cfg, d_emb))
                 c = ch * m
                 skips.append(c)
             if i < len(cfg.ch_mult) - 1:
@@ -234,76 +252,74 @@ class UNet(nn.Module):
         self.up = nn.ModuleList()
         for i, m in reversed(list(enumerate(cfg.ch_mult))):
             for _ in range(cfg.num_res_blocks + 1):
-                self.up.append(
-                    nn.ModuleList(
-                        [block(c + skips.pop(), ch * m)]
-                        + ([Attention(ch * m, cfg.groups, cfg.attn_head_dim)] if i in cfg.attn_levels else [])
-                    )
-                )
+                self.up.append(_stage(c + skips.pop(), ch * m, i, cfg, d_emb))
                 c = ch * m
             if i > 0:
                 self.up.append(nn.Conv2d(c, c, 3, padding=1))
-        self.norm_out, self.conv_out = (
-            _norm(c, cfg.groups),
-            _zero(nn.Conv2d(c, cfg.image_channels, 3, padding=1)),
-        )
-
-    def _embed(self, t:Tensor, labels:Tensor|None, b:int)->Tensor:
-        emb = self.emb(_embedding(t, self.config.ch, self.conv_in.weight.dtype))
-        if self.label_emb is None:
-            if labels is not None:
-                raise ValueError(
-                    "this UNet has no class conditioning (num_classes=None) but was given labels"
-                )
-            return emb
-        n = self.config.num_classes
-        if labels is None:
-            labels = torch.full((b,), -1, device=t.device)
-        if labels.shape != (b,):
-            raise ValueError(f"labels must have shape ({b},), got {tuple(labels.shape)}")
-        if ((labels < -1) | (labels >= n)).any():
-            raise ValueError(
-                f"labels must be in [0, {n - 1}] or -1 (no label), got "
-                f"{labels.min().item()}..{labels.max().item()}"
-            )
-        return emb + self.label_emb(torch.where(labels < 0, n, labels))
-
-    def forward(self,
-                x:Tensor, # x_t (b, image_channels, h, w)
-                t:Tensor, # timesteps (b,)
-                # class labels (b,), -1 for "no label"; only for a class-conditional model
-                labels:Tensor|None=None,
-               )->Tensor: # predicted noise, shape of x
-        "Predict the noise in x at steps t."
-        cfg = self.config
-        if x.ndim != 4 or x.shape[1] != cfg.image_channels:
-            raise ValueError(
-                f"UNet expects images (b, {cfg.image_channels}, h, w), got shape {tuple(x.shape)}"
-            )
-        _check_timesteps(t, len(x))
-        emb = self._embed(t, labels, len(x))
-        h = self.conv_in(x)
-        hs = [h]
-        for layer in self.down:
-            if isinstance(layer, nn.Conv2d):
-                h = layer(h)                  # halve the resolution
-            else:
-                h = layer[0](h, emb)
-                for a in layer[1:]:
-                    h = a(h)
-            hs.append(h)
-        h = self.mid[2](self.mid[1](self.mid[0](h, emb)), emb)
-        for layer in self.up:
-            if isinstance(layer, nn.Conv2d):                                 # back up to the next stored size
-                h = layer(F.interpolate(h, size=hs[-1].shape[-2:], mode="nearest"))
-            else:
-                h = layer[0](torch.cat([h, hs.pop()], dim=1), emb)
-                for a in layer[1:]:
-                    h = a(h)
-        return self.conv_out(F.silu(self.norm_out(h)))
+        self.norm_out = _norm(c, cfg.groups)
+        self.conv_out = _zero(nn.Conv2d(c, cfg.image_channels, 3, padding=1))
 
     @property
     def n_params(self)->int: return sum(p.numel() for p in self.parameters())
+
+# %% ../nbs/05_unet.ipynb #62c48a77
+@patch
+def _embed(self:UNet, t:Tensor, labels:Tensor|None, b:int)->Tensor:
+    "The vector every residual block adds: the time embedding, plus the label's embedding if there is one."
+    emb = self.emb(_embedding(t, self.config.ch, self.conv_in.weight.dtype))
+    if self.label_emb is None:
+        if labels is not None:
+            raise ValueError(
+                "this UNet has no class conditioning (num_classes=None) but was given labels"
+            )
+        return emb
+    n = self.config.num_classes
+    if labels is None:
+        labels = torch.full((b,), -1, device=t.device)
+    if labels.shape != (b,):
+        raise ValueError(f"labels must have shape ({b},), got {tuple(labels.shape)}")
+    if ((labels < -1) | (labels >= n)).any():
+        raise ValueError(
+            f"labels must be in [0, {n - 1}] or -1 (no label), got "
+            f"{labels.min().item()}..{labels.max().item()}"
+        )
+    return emb + self.label_emb(torch.where(labels < 0, n, labels))
+
+# %% ../nbs/05_unet.ipynb #8c1ee83d
+@patch
+def forward(self:UNet,
+            x:Tensor, # x_t (b, image_channels, h, w)
+            t:Tensor, # timesteps (b,)
+            # class labels (b,), -1 for "no label"; only for a class-conditional model
+            labels:Tensor|None=None,
+           )->Tensor: # predicted noise, shape of x
+    "Predict the noise in x at steps t."
+    cfg = self.config
+    if x.ndim != 4 or x.shape[1] != cfg.image_channels:
+        raise ValueError(
+            f"UNet expects images (b, {cfg.image_channels}, h, w), got shape {tuple(x.shape)}"
+        )
+    _check_timesteps(t, len(x))
+    emb = self._embed(t, labels, len(x))
+    h = self.conv_in(x)
+    hs = [h]
+    for layer in self.down:
+        if isinstance(layer, nn.Conv2d):
+            h = layer(h)                  # halve the resolution
+        else:
+            h = layer[0](h, emb)
+            for a in layer[1:]:
+                h = a(h)
+        hs.append(h)
+    h = self.mid[2](self.mid[1](self.mid[0](h, emb)), emb)
+    for layer in self.up:
+        if isinstance(layer, nn.Conv2d):                                 # back up to the next stored size
+            h = layer(F.interpolate(h, size=hs[-1].shape[-2:], mode="nearest"))
+        else:
+            h = layer[0](torch.cat([h, hs.pop()], dim=1), emb)
+            for a in layer[1:]:
+                h = a(h)
+    return self.conv_out(F.silu(self.norm_out(h)))
 
 # %% ../nbs/05_unet.ipynb #3268e11a
 class MLPDenoiser(nn.Module):
@@ -323,21 +339,12 @@ class MLPDenoiser(nn.Module):
         self.emb = nn.Sequential(nn.Linear(hidden, hidden), nn.SiLU(), nn.Linear(hidden, hidden))
         self.label_emb = nn.Embedding(num_classes + 1, hidden) if num_classes else None
         self.inp = nn.Linear(dim, hidden)
-        self.blocks = nn.ModuleList(
-            [
-                nn.Sequential(
-                    nn.LayerNorm(hidden), nn.Linear(hidden, hidden), nn.SiLU(), nn.Linear(hidden, hidden)
-                )
-                for _ in range(n_blocks)
-            ]
-        )
+        self.blocks = nn.ModuleList([nn.Sequential(nn.LayerNorm(hidden), nn.Linear(hidden, hidden), nn.SiLU(),
+                                                   nn.Linear(hidden, hidden)) for _ in range(n_blocks)])
         # a linear read-out of the residual stream, which carries inp(x): the output can grow with x, as ε ≈
         # x_t at t ≈ T needs
-        self.out = (
-            nn.Sequential(nn.LayerNorm(hidden), nn.SiLU(), nn.Linear(hidden, dim))
-            if out_norm
-            else nn.Linear(hidden, dim)
-        )
+        self.out = (nn.Sequential(nn.LayerNorm(hidden), nn.SiLU(), nn.Linear(hidden, dim)) if out_norm
+                    else nn.Linear(hidden, dim))
 
     def forward(self,
                 x:Tensor, # points x_t (b, dim)
@@ -348,20 +355,26 @@ class MLPDenoiser(nn.Module):
         if x.ndim != 2 or x.shape[1] != self.dim:
             raise ValueError(f"MLPDenoiser expects points (b, {self.dim}), got shape {tuple(x.shape)}")
         _check_timesteps(t, len(x))
-        e = self.emb(_embedding(t, self.hidden, self.inp.weight.dtype))
-        if self.label_emb is not None:
-            labels = torch.full((len(x),), -1, device=x.device) if labels is None else labels
-            if ((labels < -1) | (labels >= self.num_classes)).any():
-                raise ValueError(
-                    f"labels must be in [0, {self.num_classes - 1}] or -1 (no label), got "
-                    f"{labels.min().item()}..{labels.max().item()}"
-                )
-            e = e + self.label_emb(torch.where(labels < 0, self.num_classes, labels))
-        elif labels is not None:
-            raise ValueError(
-                "this MLPDenoiser has no class conditioning (num_classes=None) but was given labels"
-            )
+        e = self._condition(self.emb(_embedding(t, self.hidden, self.inp.weight.dtype)), labels, x)
         h = self.inp(x)
         for blk in self.blocks:
             h = h + blk(h + e)
         return self.out(h)
+
+# %% ../nbs/05_unet.ipynb #c7ea541f
+@patch
+def _condition(self:MLPDenoiser, e:Tensor, labels:Tensor|None, x:Tensor)->Tensor:
+    "The time embedding e, plus the label's embedding when the network is class-conditional."
+    if self.label_emb is not None:
+        labels = torch.full((len(x),), -1, device=x.device) if labels is None else labels
+        if ((labels < -1) | (labels >= self.num_classes)).any():
+            raise ValueError(
+                f"labels must be in [0, {self.num_classes - 1}] or -1 (no label), got "
+                f"{labels.min().item()}..{labels.max().item()}"
+            )
+        return e + self.label_emb(torch.where(labels < 0, self.num_classes, labels))
+    if labels is not None:
+        raise ValueError(
+            "this MLPDenoiser has no class conditioning (num_classes=None) but was given labels"
+        )
+    return e

@@ -40,6 +40,17 @@ def test_notebooks_found():
     assert {"index.ipynb", *(f"{n}.ipynb" for n in ("01_forward", "02_schedule", "03_vae", "04_loss", "05_unet", "05a_ckpt", "06_data", "07_train", "08_sample", "08a_solvers", "09_eval", "10_cli", "11_scale", "12_pretrained"))} <= names, names
 
 
+CELL_LINES = 40   # the longest code cell a reader meets
+
+
+def test_code_cells_are_short():
+    "No code cell of any notebook exceeds CELL_LINES lines: longer code is split, with prose saying what comes next."
+    long = [f"{nb.name} cell {i}: {len(''.join(c['source']).splitlines())} lines"
+            for nb in NOTEBOOKS for i, c in enumerate(cells(nb))
+            if c["cell_type"] == "code" and len("".join(c["source"]).splitlines()) > CELL_LINES]
+    assert not long, long
+
+
 @pytest.mark.parametrize("nb", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
 def test_notebook(nb):
     skip = get_config(path=ROOT).tst_flags.split()
