@@ -489,7 +489,8 @@ def collect_labels(site: Site) -> None:
         for sym, (doc, _py) in syms.items():
             page, _, anchor = doc.partition("#")
             page = page.removesuffix(".html")
-            if page in site.pages and anchor:
+            # private names (`_draw`, `Trainer._write`) get no show_doc entry: a link to one goes to its page
+            if page in site.pages and anchor and not anchor.split(".")[-1].startswith("_"):
                 site.labels[(page, anchor.lower())] = f"sd-{page}-{anchor.lower()}"
 
 
