@@ -395,8 +395,8 @@ def as_dict(self:EvalReport)->dict:
 # %% ../nbs/09_eval.ipynb #bfc32f42
 def _fmt(v): return str(v) if isinstance(v, int) else f"{v:.4g}"
 
-@patch
-def __str__(self:EvalReport):
+def _report_text(self:EvalReport)->str:
+    "The report as the table `print(report)` shows (EvalReport's __str__ and __repr__)."
     s = self.settings
     # reports written before "run" was recorded
     run = s.get("run") or f"{s['sampler'].upper()} {s['n_steps']} steps"
@@ -422,7 +422,7 @@ def __str__(self:EvalReport):
     ]
     return "\n".join([head, *lines] + ([self.verdict] if self.verdict else []))
 
-EvalReport.__repr__ = EvalReport.__str__
+EvalReport.__str__ = EvalReport.__repr__ = _report_text
 
 # %% ../nbs/09_eval.ipynb #0c339cfc
 def _chunks(x, m): return [x[i * m:(i + 1) * m] for i in range(len(x) // m)]
