@@ -151,25 +151,29 @@ def ddim_step(
 SPACINGS = ("linspace", "leading", "trailing", "karras")
 
 def _distinct(ts:np.ndarray, T:int)->np.ndarray:
-    "Increasing integer steps made distinct within [0, T-1], each moved as little as needed."
-    ts = ts.copy()
-    for k in range(1, len(ts)):
-        ts[k] = max(ts[k], ts[k - 1] + 1)
-    ts[-1] = min(ts[-1], T - 1)
-    for k in range(len(ts) - 2, -1, -1):
-        ts[k] = min(ts[k], ts[k + 1] - 1)
-    return ts
+    """The strictly increasing steps in [0, T-1] closest to the non-decreasing steps ts in total |shift|:
+    ts_k - k fitted by L1 isotonic regression (pool adjacent blocks while their medians decrease)."""
+    n, blocks = len(ts), []
+    for v in np.asarray(ts, dtype=np.int64) - np.arange(n):
+        blocks.append([v])
+        while len(blocks) > 1 and np.median(blocks[-2]) > np.median(blocks[-1]):
+            last = blocks.pop()
+            blocks[-1] += last
+    u = np.concatenate([np.full(len(b), np.sort(b)[(len(b) - 1) // 2]) for b in blocks])
+    return np.clip(u, 0, T - n) + np.arange(n)
 
 def karras_steps(
     n_steps:int, # steps to visit
     s:Schedule, # the schedule: its σ(t) = √(1−ᾱ_t)/√ᾱ_t at t = T-1 and 0 bound the run
     rho:float=7., # ρ: larger puts more steps at low noise (Karras et al. 2022 use 7)
+    # the grid starts at min(σ(T-1), sigma_max): above σ = 200, x_t holds under 0.5% of the data
+    sigma_max:float=200.,
 )->np.ndarray:  # (n_steps,) increasing code steps
     """Karras et al.'s noise levels σ_i = (σ_max^(1/ρ) + i/(n-1) (σ_min^(1/ρ) − σ_max^(1/ρ)))^ρ, each at the
     code step nearest in log σ."""
     ab = s.float64()["alpha_bar"].cpu()
     log_sigma = 0.5 * (torch.log1p(-ab) - ab.log())                    # increasing in t
-    lo, hi = log_sigma[0].exp().item() ** (1 / rho), log_sigma[-1].exp().item() ** (1 / rho)
+    lo, hi = log_sigma[0].exp().item() ** (1 / rho), min(log_sigma[-1].exp().item(), sigma_max) ** (1 / rho)
     sigma = (hi + torch.linspace(0, 1, n_steps, dtype=torch.float64) * (lo - hi)) ** rho
     nearest = (sigma.log()[:, None] - log_sigma[None]).abs().argmin(1).numpy()
     return _distinct(nearest[::-1].astype(np.int64), len(ab))
