@@ -215,9 +215,14 @@ class EMA:
     def update(self, model:nn.Module, step:int):
         "Move the average towards `model`'s current weights."
         d = self.decay_at(step)
-        for ema_p, p in zip(self.model.parameters(), model.parameters()):
-            ema_p.lerp_(p.detach().to(ema_p.dtype), 1 - d)                  # ema + (1-d)(p - ema)
-        for ema_b, b in zip(self.model.buffers(), model.buffers()):
+        if getattr(self, "_source", None) is not model:                  # the tensors, listed once per model
+            self._source = model
+            self._tensors = [list(m.parameters()) + list(m.buffers()) for m in (self.model, model)]
+            self._n_params = len(list(model.parameters()))
+        ema_t, t, k = *self._tensors, self._n_params
+        # one call for all parameters: each ema + (1-d)(p - ema)
+        torch._foreach_lerp_(ema_t[:k], [p.to(e.dtype) for e, p in zip(ema_t[:k], t[:k])], 1 - d)
+        for ema_b, b in zip(ema_t[k:], t[k:]):
             ema_b.copy_(b)
 
 # %% ../nbs/07_train.ipynb #a0da6bff
@@ -375,7 +380,8 @@ def _init_model(self:Trainer, model:nn.Module|None):
         self.model = self.model.to(memory_format=torch.channels_last)
     self.ema = EMA(self.model, c.ema_decay, c.ema_warmup)
     self.schedule = Schedule.from_name(c.schedule, c.timesteps).to(self.device)
-    self.opt = torch.optim.AdamW(self.model.parameters(), lr=c.lr, weight_decay=c.weight_decay)
+    self._params = list(self.model.parameters())                      # listed once, for clipping
+    self.opt = torch.optim.AdamW(self._params, lr=c.lr, weight_decay=c.weight_decay)
     self.lr_sched = torch.optim.lr_scheduler.LambdaLR(
         self.opt, lambda k: min(1.0, (k + 1) / max(c.warmup, 1))
     )
@@ -492,7 +498,7 @@ def _train_step(self:Trainer, step:int)->float:
         )
     if c.grad_clip > 0:
         self.scaler.unscale_(self.opt)
-        nn.utils.clip_grad_norm_(self.model.parameters(), c.grad_clip)
+        nn.utils.clip_grad_norm_(self._params, c.grad_clip)
     self.scaler.step(self.opt)
     self.scaler.update()
     self.lr_sched.step()

@@ -3,6 +3,8 @@
 - DPM-Solver++(2M) against diffusers' DPMSolverMultistepScheduler (algorithm_type "dpmsolver++", solver_order 2) on the same
   visited steps with the same fixed noise predictor: the same trajectory, step for step, to float32 rounding (relative to the
   largest value: a random network's x̂_0 at t = T is in the hundreds). The test skips itself where diffusers is not installed.
+- DPM-Solver++(2M) on its default Karras steps converges at second order on the linear, cosine and sigmoid schedules,
+  with the exact denoiser of Gaussian data against the ODE's exact solution.
 - Each solver from the command line: train (v-prediction, class-conditional), sample with guidance, evaluate.
 - The 2-D default path: `ddpm_nb train --data moons --steps 1500` then `ddpm_nb sample --n 2000` throws no point beyond
   |x| > 4 and lands within 3 times the real-data sliced W2 distance (chapter 8a measures why the default sampler for points
@@ -103,3 +105,39 @@ def test_first_release_mlp_from_the_command_line(tmp_path):
     assert model.out_norm and meta["model"]["config"]["out_norm"] is True and "out.0.weight" in model.state_dict()
     out, _ = finish(start("sample", "--ckpt", "runs/old", "--n", 50, "--npz", "x.npz", "--device", "cpu", "--no-progress", cwd=tmp_path))
     assert "DDPM 50 steps" in out and (tmp_path / "x.npz").exists()
+
+
+class _GaussianDenoiser(torch.nn.Module):
+    "E[ε | x_t] for data x_0 ~ N(mu, sd²) under schedule s, in closed form (float64)."
+    def __init__(self, s, mu=0.5, sd=0.5):
+        super().__init__()
+        self.ab, self.mu, self.sd = s.float64()["alpha_bar"], mu, sd
+
+    def forward(self, x, t):
+        ab = self.ab[t].view(-1, *[1] * (x.ndim - 1))
+        return (1 - ab).sqrt() * (x.double() - ab.sqrt() * self.mu) / (ab * self.sd ** 2 + 1 - ab)
+
+
+@pytest.mark.parametrize("schedule", ["linear", "cosine", "sigmoid"])
+def test_dpm_solver_karras_steps_converge_on_every_schedule(schedule):
+    """DPM-Solver++(2M) on its default (Karras) steps, with the exact denoiser of Gaussian data, against the probability-flow
+    ODE's exact solution: from 20 to 40 steps the error at x_0 shrinks more than 3 times (second order), and it is below
+    that of evenly spaced steps. Karras steps once piled up on t = 990..999 on the cosine and sigmoid schedules (σ(T-1) is
+    20 000 and 1 800 there): then the error shrank less than 2 times, and a cosine-schedule model sampled in 10 steps
+    landed 3 times further from the digits (fd/copies 3.93 against 1.37 now, seed 0)."""
+    s, mu, sd = Schedule.from_name(schedule), 0.5, 0.5
+    ab = s.float64()["alpha_bar"]
+    x_T = torch.randn(2000, 1, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+
+    def error(n, spacing):
+        "Largest error at x_0 against the ODE's exact solution from x_T at the first visited step."
+        ts = timesteps(n, 1000, spacing, s)
+        a = ab[ts[0]]
+        exact = mu + (x_T - a.sqrt() * mu) * (sd ** 2 / (a * sd ** 2 + 1 - a)).sqrt()
+        with torch.no_grad():
+            out, _ = _run(DPMSolverPP(s, ts), x_T.clone(), denoiser(_GaussianDenoiser(s, mu, sd), s), None, False)
+        return (out - exact).abs().max().item()
+
+    errs = {n: error(n, "karras") for n in (20, 40)}
+    assert errs[40] < errs[20] / 3, errs                                   # second order: about 4x smaller
+    assert all(errs[n] < error(n, "linspace") for n in (20, 40)), (errs, [error(n, "linspace") for n in (20, 40)])
