@@ -2,7 +2,9 @@
 
 Speed: a training step (forward, loss, backward, AdamW step) and a sampling step (forward in inference mode and one
 DDPM step) of the tiny U-Net, fp32 against torch.autocast("cpu", dtype=torch.bfloat16), alternating rounds; the
-untrained mnist preset (28x28) shows the same ratio on larger feature maps. Target: bf16 at least 1.5x faster.
+untrained mnist preset (28x28) at its recipe's batch of 64, with and without dropout, shows the ratio on larger
+feature maps, with a profile of where the bf16 step's time goes (dropout's random masks cost as much in bf16 as in
+fp32). Target: bf16 at least 1.5x faster.
 
 Accuracy: with a trained-ish tiny U-Net (trained here for a few hundred steps on the digits, or the checkpoint given
 with --ckpt), ||eps_bf16 - eps_fp32|| / ||eps_fp32|| on the held-out digits noised at a grid of t. Target: at most 2%.
@@ -34,7 +36,7 @@ from ddpm_nb.forward import q_sample
 from ddpm_nb.sample import ddpm_step, sample
 from ddpm_nb.schedule import Schedule
 from ddpm_nb.train import TrainConfig, Trainer, load_model
-from ddpm_nb.unet import UNet
+from ddpm_nb.unet import UNet, UNetConfig
 
 BENCH = "precision"
 BF16 = torch.bfloat16
@@ -110,6 +112,21 @@ def compare(rep, args, name, a, b, target=None, repeat=1):
     return r
 
 
+def profile_shares(rep, step, tag):
+    "Where a step's time goes: the share of self CPU time of the costliest kinds of operation (torch.profiler)."
+    from torch.profiler import ProfilerActivity, profile
+    step()
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(3): step()
+    ops = {e.key: e.self_cpu_time_total for e in prof.key_averages()}
+    total = sum(ops.values())
+    kinds = {"convolutions (forward and backward)": ("convolution",), "dropout's random masks": ("bernoulli",),
+             "group norm": ("group_norm",), "attention matmuls and softmax": ("bmm", "softmax")}
+    shares = {k: sum(v for op, v in ops.items() if any(w in op for w in words)) / total for k, words in kinds.items()}
+    shares["everything else"] = 1 - sum(shares.values())
+    rep.add(BENCH, f"share of a {tag}", ", ".join(f"{k} {100 * v:.0f}%" for k, v in shares.items()))
+
+
 def accuracy(rep, model, s, quick):
     "‖ε_bf16 − ε_fp32‖ / ‖ε_fp32‖ on held-out digits at a grid of t, with the network's own error for scale."
     x0 = load_digits("test").x[:64 if quick else 360]
@@ -173,12 +190,16 @@ def run(rep: Report, args):
     tag = f"tiny 8×8, train b={bt} / sample b={bs}"
     compare(rep, args, f"bf16 speed-up, training step, {tag}", train_step(model, s, x0[:bt]), train_step(model, s, x0[:bt], BF16), 1.5)
     compare(rep, args, f"bf16 speed-up, sampling step, {tag}", sample_step(model, s, xs), sample_step(model, s, xs, BF16), 1.5, repeat=3)
-    if not args.quick:                                                    # the same on 28×28 feature maps (weights do not matter)
-        torch.manual_seed(0)
-        big = UNet("mnist")
-        xm, xb = torch.randn(16, 1, 28, 28), torch.randn(16, 1, 28, 28)
-        compare(rep, args, "bf16 speed-up, training step, mnist 28×28 b=16", train_step(big, s, xm), train_step(big, s, xm, BF16), 1.5)
-        compare(rep, args, "bf16 speed-up, sampling step, mnist 28×28 b=16", sample_step(big, s, xb), sample_step(big, s, xb, BF16), 1.5)
+    if not args.quick:                                                    # the mnist preset at its recipe's batch (weights do not matter)
+        for dropout in (0.1, 0.0):
+            torch.manual_seed(0)
+            big = UNet(UNetConfig.preset("mnist", dropout=dropout))
+            xm, xb = torch.randn(64, 1, 28, 28), torch.randn(100, 1, 28, 28)
+            tag = f"mnist 28×28, dropout {dropout:g}, train b=64 / sample b=100"
+            compare(rep, args, f"bf16 speed-up, training step, {tag}", train_step(big, s, xm), train_step(big, s, xm, BF16), 1.5)
+            if dropout:                                                   # dropout is off when sampling
+                compare(rep, args, "bf16 speed-up, sampling step, mnist 28×28 b=100", sample_step(big, s, xb), sample_step(big, s, xb, BF16), 1.5)
+            profile_shares(rep, train_step(big, s, xm, BF16), f"bf16 training step, {tag}")
     accuracy(rep, model, s, args.quick)
     for dtype, pname in ((None, "fp32"), (BF16, "bf16")):
         compare(rep, args, f"channels_last speed-up, training step, {pname}",

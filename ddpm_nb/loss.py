@@ -11,7 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from .elbo import p_variance
-from .forward import check_like, noise_like, q_sample
+from .forward import check_like, noise_like
 from .schedule import Schedule, extract
 
 # %% auto #0
@@ -242,6 +242,22 @@ def _min_snr_weight(s:Schedule, t:Tensor, loss:Tensor, prediction:str, gamma:flo
     w = snr.clamp(max=gamma)                               # the x0-space weight min(SNR, γ)
     return {"eps": w / snr, "x0": w, "v": w / (snr + 1)}[prediction]
 
+# %% ../nbs/04_loss.ipynb #a7c3e1f0
+def _loss_per_item(model:nn.Module, x0:Tensor, s:Schedule, t:Tensor, eps:Tensor, cond:Tensor|None,
+                   prediction:str="eps", weighting:str="none", min_snr_gamma:float=5.)->Tensor:
+    """Eq. 14 for each item, (b,) float32, on inputs already checked: `ddpm_loss` checks them, the Trainer
+    draws them valid."""
+    # Eq. 4, as q_sample computes it
+    x_t = extract(s.sqrt_alpha_bar, t, x0) * x0 + extract(s.sqrt_one_minus_alpha_bar, t, x0) * eps
+    out = model(x_t, t) if cond is None else model(x_t, t, cond)
+    _check_output(out, x0)
+    target = eps if prediction == "eps" else x0 if prediction == "x0" else v_from_x0_eps(x0, eps, t, s)
+    # in float32 whatever the model's precision
+    loss = (out.float() - target.float()).pow(2).flatten(1).mean(1)
+    if weighting == "min_snr":
+        loss = loss * _min_snr_weight(s, t, loss, prediction, min_snr_gamma)
+    return loss
+
 # %% ../nbs/04_loss.ipynb #0418d0ad
 def ddpm_loss(
     model:nn.Module, # noise predictor, called as model(x_t, t) or model(x_t, t, cond)
@@ -264,15 +280,8 @@ def ddpm_loss(
     _check_images(x0)
     _check_options(prediction, weighting, reduction, label_dropout)
     t, eps = _draw_t_eps(x0, s, t, eps, generator)
-    x_t = q_sample(x0, t, eps, s)                                      # Eq. 4
     cond = _drop_labels(cond, label_dropout, x0, generator)
-    out = model(x_t, t) if cond is None else model(x_t, t, cond)
-    _check_output(out, x0)
-    target = eps if prediction == "eps" else x0 if prediction == "x0" else v_from_x0_eps(x0, eps, t, s)
-    # (b,), in float32 whatever the model's precision
-    loss = (out.float() - target.float()).pow(2).flatten(1).mean(1)
-    if weighting == "min_snr":
-        loss = loss * _min_snr_weight(s, t, loss, prediction, min_snr_gamma)
+    loss = _loss_per_item(model, x0, s, t, eps, cond, prediction, weighting, min_snr_gamma)
     return loss.mean() if reduction == "mean" else loss
 
 # %% ../nbs/04_loss.ipynb #352aa3a7

@@ -32,7 +32,7 @@ from .ckpt import (CKPT_PREFIX, atomic_path, find_checkpoint, latest_checkpoint,
 from .ckpt import load_model  # noqa: F401 (kept importable from here, where it lived before chapter 5a)
 from .data import DataOptionError, load_dataset
 from .forward import auto_precision, default_device
-from .loss import PREDICTIONS, WEIGHTINGS, ddpm_loss
+from .loss import PREDICTIONS, WEIGHTINGS, _loss_per_item, ddpm_loss
 from .sample import sample
 from .schedule import SCHEDULES, Schedule, patch
 from .unet import UNET_PRESETS, MLPDenoiser, UNet, UNetConfig
@@ -416,7 +416,7 @@ def _batch(self:Trainer, step:int)->tuple[Tensor, Tensor]:
     epoch, i = divmod(step, self.batches_per_epoch)
     if epoch != self._epoch:
         self.sampler.set_epoch(epoch)
-        self._order, self._epoch = list(self.sampler), epoch
+        self._order, self._epoch = torch.tensor(list(self.sampler)), epoch
     idx = self._order[i * self.local_batch:(i + 1) * self.local_batch]
     ds = self.dataset
     # in-memory data (ArrayDataset): one indexing op
@@ -424,7 +424,7 @@ def _batch(self:Trainer, step:int)->tuple[Tensor, Tensor]:
         x, y = ds[idx]
     # any map-style dataset of x or (x, label) items
     else:
-        items = [it if isinstance(it, (tuple, list)) else (it, -1) for it in (ds[j] for j in idx)]
+        items = [it if isinstance(it, (tuple, list)) else (it, -1) for it in (ds[j] for j in idx.tolist())]
         x, y = (
             torch.stack([torch.as_tensor(a) for a, _ in items]),
             torch.as_tensor([int(b) for _, b in items]),
@@ -459,9 +459,11 @@ def _step_loss(self:Trainer, step:int)->Tensor:
     cond = torch.where(drop, -1, y) if c.conditional else None
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
     with torch.autocast(self.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-        loss = ddpm_loss(self.net, x, self.schedule, t=t, eps=eps, cond=cond,
+        if getattr(self, "_checked", False):                          # t and ε are valid by construction
+            return _loss_per_item(self.net, x, self.schedule, t, eps, cond, c.prediction, c.weighting).mean()
+        self._checked = True                                             # the first step checks the data too
+        return ddpm_loss(self.net, x, self.schedule, t=t, eps=eps, cond=cond,
                          prediction=c.prediction, weighting=c.weighting)
-    return loss
 
 @patch
 def _mean_loss(self:Trainer, loss:Tensor)->float:
