@@ -62,10 +62,14 @@ EXPERIMENTS = {
 }
 
 
-def run_one(name: str, samplers: list[tuple[str, int]], seeds: list[int], out_dir: Path) -> dict:
+def run_one(name: str, samplers: list[tuple[str, int]], seeds: list[int], out_dir: Path, steps: int | None = None,
+            n: int = 900) -> dict:
     changes, tweak, what = EXPERIMENTS[name]
     run = out_dir / name
-    tr = Trainer(TrainConfig(**{**BASE, **changes}, out=str(run), log_every=100, ckpt_every=10 ** 6, keep=1, progress=False))
+    config = {**BASE, **changes}
+    if steps: config.update(steps=steps, warmup=min(config["warmup"], steps // 4))
+    tr = Trainer(TrainConfig(**config, out=str(run), log_every=min(100, config["steps"]), ckpt_every=10 ** 6, keep=1,
+                             progress=False))
     if tweak: tweak(tr)
     load = os.getloadavg()[0]
     t0, c0 = time.time(), time.process_time()
@@ -75,9 +79,9 @@ def run_one(name: str, samplers: list[tuple[str, int]], seeds: list[int], out_di
     ref = reference_for("digits")
     res = {}
     for sampler, k in samplers:
-        r = [evaluate(model, s, ref, n=900, seed=seed, sampler=sampler, n_steps=k)["fd_ratio"] for seed in seeds]
+        r = [evaluate(model, s, ref, n=n, seed=seed, sampler=sampler, n_steps=k)["fd_ratio"] for seed in seeds]
         res[f"{sampler}-{k}"] = {"mean": float(np.mean(r)), "sd": float(np.std(r)), "per_seed": [round(x, 3) for x in r]}
-    return dict(name=name, what=what, changes=changes, train_wall_s=round(wall), train_cpu_s=round(cpu),
+    return dict(name=name, what=what, changes=changes, steps=config["steps"], n=n, train_wall_s=round(wall), train_cpu_s=round(cpu),
                 load_before=round(load, 2), threads=torch.get_num_threads(), final_loss=round(tr.history[-1][1], 4),
                 fd_copies=res)
 
@@ -90,6 +94,8 @@ def main(argv=None) -> int:
     p.add_argument("--seeds", default="0,1,2", help="sample seeds, comma-separated")
     p.add_argument("--runs", default=None, help="folder for the runs (default: a temporary one)")
     p.add_argument("--out", default=None, help="append each result as a JSON line to this file")
+    p.add_argument("--steps", type=int, default=None, help="train this many steps instead (a smoke test; not comparable)")
+    p.add_argument("--n", type=int, default=900, help="samples per evaluation (at least 180)")
     args = p.parse_args(argv)
     if args.list or not args.names:
         for k, (changes, tweak, what) in EXPERIMENTS.items(): print(f"{k:16s} {what}")
@@ -100,7 +106,7 @@ def main(argv=None) -> int:
     seeds = [int(x) for x in args.seeds.split(",")]
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.names:
-            row = run_one(name, samplers, seeds, Path(args.runs or tmp))
+            row = run_one(name, samplers, seeds, Path(args.runs or tmp), args.steps, args.n)
             print(json.dumps(row), flush=True)
             if args.out:
                 with open(args.out, "a") as fh: fh.write(json.dumps(row) + "\n")

@@ -73,3 +73,18 @@ def test_scale_quick(tmp_path):
     md = out.read_text()
     assert md.startswith("# ddpm_nb benchmarks") and "| scale |" in md
     assert not list(tmp_path.glob(".*.tmp")), "a temporary file of the atomic write was left behind"
+
+
+def test_recipe_lab_smoke(tmp_path):
+    "The recipe lab lists its experiments, and one shortened experiment trains, evaluates and appends its JSON line."
+    res = run(BENCH / "recipes.py", "--list")
+    assert res.returncode == 0 and "baseline" in res.stdout and "dropout0" in res.stdout, res.stdout + res.stderr
+    out = tmp_path / "lab.jsonl"
+    res = run(BENCH / "recipes.py", "cosine_lr", "--steps", "20", "--n", "180", "--samplers", "ddim:5", "--seeds", "0",
+              "--out", out)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    import json
+    row = json.loads(out.read_text().splitlines()[-1])
+    assert row["name"] == "cosine_lr" and row["steps"] == 20 and row["fd_copies"]["ddim-5"]["mean"] > 1
+    res = run(BENCH / "recipes.py", "no_such_thing")
+    assert res.returncode == 2 and "unknown experiment" in res.stderr
