@@ -222,7 +222,10 @@ def _draw_t_eps(x0:Tensor, s:Schedule, t:int|Tensor|None, eps:Tensor|None,
         dev = x0.device if generator is None else generator.device
         t = torch.randint(0, s.n_steps, (b,), generator=generator, device=dev)
     t = s.check_t(t, b).to(x0.device)
-    eps = noise_like(x0, generator) if eps is None else eps
+    if eps is None:
+        eps = noise_like(x0, generator)
+    else:
+        check_like(eps, x0, "eps", "x0")
     return t, eps
 
 def _drop_labels(cond:Tensor|None, label_dropout:float, x0:Tensor,
