@@ -76,6 +76,10 @@ def q_sample(
     "Draw x_t ~ q(x_t | x_0) in one step: x_t = √ᾱ_t x_0 + √(1−ᾱ_t) ε (DDPM Eq. 4)."
     t = s.check_t(t, len(x0))
     check_like(eps, x0, "eps", "x0")
+    return _q_sample(x0, t, eps, s)
+
+def _q_sample(x0:Tensor, t:Tensor, eps:Tensor, s:Schedule)->Tensor:
+    "Eq. 4 on inputs already checked (the Trainer's step draws them valid)."
     return extract(s.sqrt_alpha_bar, t, x0) * x0 + extract(s.sqrt_one_minus_alpha_bar, t, x0) * eps
 
 # %% ../nbs/01_forward.ipynb #43ac32c3

@@ -11,7 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from .elbo import p_variance
-from .forward import check_like, noise_like
+from .forward import _q_sample, check_like, noise_like
 from .schedule import Schedule, extract
 
 # %% auto #0
@@ -250,8 +250,7 @@ def _loss_per_item(model:nn.Module, x0:Tensor, s:Schedule, t:Tensor, eps:Tensor,
                    prediction:str="eps", weighting:str="none", min_snr_gamma:float=5.)->Tensor:
     """Eq. 14 for each item, (b,) float32, on inputs already checked: `ddpm_loss` checks them, the Trainer
     draws them valid."""
-    # Eq. 4, as q_sample computes it
-    x_t = extract(s.sqrt_alpha_bar, t, x0) * x0 + extract(s.sqrt_one_minus_alpha_bar, t, x0) * eps
+    x_t = _q_sample(x0, t, eps, s)                                     # Eq. 4
     out = model(x_t, t) if cond is None else model(x_t, t, cond)
     _check_output(out, x0)
     target = eps if prediction == "eps" else x0 if prediction == "x0" else v_from_x0_eps(x0, eps, t, s)

@@ -216,13 +216,12 @@ class EMA:
         "Move the average towards `model`'s current weights."
         d = self.decay_at(step)
         if getattr(self, "_source", None) is not model:                  # the tensors, listed once per model
-            self._source = model
-            self._tensors = [list(m.parameters()) + list(m.buffers()) for m in (self.model, model)]
-            self._n_params = len(list(model.parameters()))
-        ema_t, t, k = *self._tensors, self._n_params
+            self._source, self._lists = model, [list(f()) for f in (self.model.parameters, model.parameters,
+                                                                   self.model.buffers, model.buffers)]
+        ema_ps, ps, ema_bs, bs = self._lists
         # one call for all parameters: each ema + (1-d)(p - ema)
-        torch._foreach_lerp_(ema_t[:k], [p.to(e.dtype) for e, p in zip(ema_t[:k], t[:k])], 1 - d)
-        for ema_b, b in zip(ema_t[k:], t[k:]):
+        torch._foreach_lerp_(ema_ps, [p.to(e.dtype) for e, p in zip(ema_ps, ps)], 1 - d)
+        for ema_b, b in zip(ema_bs, bs):
             ema_b.copy_(b)
 
 # %% ../nbs/07_train.ipynb #a0da6bff
@@ -309,7 +308,7 @@ class Trainer:
                 f"make the warm-up a tenth of the run or less ({c.steps // 10} steps)",
                 stacklevel=2,
             )
-        self.step, self.history, self._epoch, self._order = 0, [], None, None
+        self.step, self.history, self._epoch, self._order, self._checked = 0, [], None, None, False
         # loss sum and count since the last history entry
         self._log = [0.0, 0]
         # SIGINT/SIGTERM while fit runs (see fit)
@@ -459,7 +458,7 @@ def _step_loss(self:Trainer, step:int)->Tensor:
     cond = torch.where(drop, -1, y) if c.conditional else None
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
     with torch.autocast(self.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-        if getattr(self, "_checked", False):                          # t and ε are valid by construction
+        if self._checked:                                              # t and ε are valid by construction
             return _loss_per_item(self.net, x, self.schedule, t, eps, cond, c.prediction, c.weighting).mean()
         self._checked = True                                             # the first step checks the data too
         return ddpm_loss(self.net, x, self.schedule, t=t, eps=eps, cond=cond,
