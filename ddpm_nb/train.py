@@ -246,6 +246,17 @@ def _join_optimizer(tensors:dict, meta:dict)->dict:
         state.setdefault(int(pid), {}).update(st)
     return {"state": state, "param_groups": meta["param_groups"]}
 
+def _load_optimizer(opt:torch.optim.Optimizer, tensors:dict, meta:dict):
+    """Restore `opt` from a checkpoint's optimiser state, keeping `opt`'s own kernels (fused or not): the run may
+    have been saved on another device, or before the Trainer fused AdamW."""
+    kernels = [{k: g[k] for k in ("fused", "foreach") if k in g} for g in opt.param_groups]
+    opt.load_state_dict(_join_optimizer(tensors, meta))
+    for g, kern in zip(opt.param_groups, kernels):
+        g.update(kern)
+        for p in g["params"] if g.get("fused") else ():                # the fused kernel keeps its step count beside p
+            if "step" in opt.state.get(p, {}):
+                opt.state[p]["step"] = opt.state[p]["step"].to(p.device, torch.float32)
+
 # %% ../nbs/07_train.ipynb #f4371229
 def _dist_info()->tuple[int, int, int]:
     "(rank, world size, local rank) from torchrun's environment; (0, 1, 0) in a plain process."
@@ -380,7 +391,9 @@ def _init_model(self:Trainer, model:nn.Module|None):
     self.ema = EMA(self.model, c.ema_decay, c.ema_warmup)
     self.schedule = Schedule.from_name(c.schedule, c.timesteps).to(self.device)
     self._params = list(self.model.parameters())                      # listed once, for clipping
-    self.opt = torch.optim.AdamW(self._params, lr=c.lr, weight_decay=c.weight_decay)
+    # fused: one kernel per tensor for the whole update, 3-5x faster than the per-tensor loop on a CPU
+    self.opt = torch.optim.AdamW(self._params, lr=c.lr, weight_decay=c.weight_decay,
+                                 fused=self.device.type in ("cpu", "cuda"))
     self.lr_sched = torch.optim.lr_scheduler.LambdaLR(
         self.opt, lambda k: min(1.0, (k + 1) / max(c.warmup, 1))
     )
@@ -483,6 +496,18 @@ def _mean_loss(self:Trainer, loss:Tensor)->float:
     return value
 
 # %% ../nbs/07_train.ipynb #c4cca553
+def _clip_grad_norm(params:list, max_norm:float)->Tensor:
+    """`nn.utils.clip_grad_norm_`, without its multiplication by 1 when the norm is within `max_norm` (on a CPU,
+    where reading the norm costs nothing; elsewhere torch's own)."""
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads or any(g.device.type != "cpu" for g in grads):
+        return nn.utils.clip_grad_norm_(params, max_norm)
+    total = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
+    coef = max_norm / (total + 1e-6)                                     # torch's formula, in float32 as there
+    if coef < 1:
+        torch._foreach_mul_(grads, coef)
+    return total
+
 @patch
 def _train_step(self:Trainer, step:int)->float:
     "One optimiser step on global batch `step`; returns the loss averaged over all processes."
@@ -499,7 +524,7 @@ def _train_step(self:Trainer, step:int)->float:
         )
     if c.grad_clip > 0:
         self.scaler.unscale_(self.opt)
-        nn.utils.clip_grad_norm_(self._params, c.grad_clip)
+        _clip_grad_norm(self._params, c.grad_clip)
     self.scaler.step(self.opt)
     self.scaler.update()
     self.lr_sched.step()
@@ -585,7 +610,7 @@ def resume(cls:Trainer,
     load_weights(trainer.model, ckpt / "model.safetensors", files)
     load_weights(trainer.ema.model, ckpt / "ema.safetensors", files)
     tensors = read_tensors(ckpt / "state.safetensors", files)
-    trainer.opt.load_state_dict(_join_optimizer(tensors, meta["optimizer"]))
+    _load_optimizer(trainer.opt, tensors, meta["optimizer"])
     trainer.lr_sched.load_state_dict({**meta["lr_schedule"], "lr_lambdas": [None]})
     if meta["scaler"]:
         trainer.scaler.load_state_dict(meta["scaler"])
