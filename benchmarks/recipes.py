@@ -30,10 +30,10 @@ import torch
 
 from ddpm_nb.ckpt import load_model
 from ddpm_nb.metrics import evaluate, reference_for
-from ddpm_nb.train import TrainConfig, Trainer
+from ddpm_nb.train import RECIPES, TrainConfig, Trainer
 
-# chapter 9's digits recipe: the baseline every experiment changes one thing of
-BASE = dict(data="digits", model="tiny", steps=4000, lr=1e-3, warmup=200, ema_decay=0.999, seed=0)
+# the digits recipe (chapter 9's): the baseline every experiment changes one thing of
+BASE = {**{k: v for k, v in RECIPES["digits"].items() if k != "out"}, "seed": 0}
 
 
 def _cosine_lr(trainer: Trainer):

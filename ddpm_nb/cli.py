@@ -23,7 +23,8 @@ from matplotlib.figure import Figure
 
 from . import __version__
 from .ckpt import atomic_path, find_checkpoint, latest_checkpoint, read_checkpoint
-from .data import TORCHVISION_DATASETS, DataOptionError, load_dataset, load_torchvision, save_array
+from .data import (BUILTIN_DATASETS, TORCHVISION_DATASETS, DataOptionError, load_dataset, load_torchvision,
+                          save_array)
 from .forward import auto_precision
 from .interop import load_any, save_diffusers
 from .loss import PREDICTIONS, WEIGHTINGS
@@ -258,7 +259,8 @@ def _train_run_options(g):
     _train_opt(g, "--out", "out", "the run folder: checkpoints and sample grids", shown="required",
                metavar="DIR")
     g.add_argument("--recipe", choices=tuple(RECIPES),
-                   help="start from a published setup (cifar10: DDPM's CIFAR-10 run, chapter 11); --config "
+                   help="start from a published setup (cifar10: DDPM's CIFAR-10 run, chapter 11; moons, "
+                        "digits, mnist: chapter 9's CPU runs); --config "
                         "and the options given here override it")
     g.add_argument("--config", metavar="FILE.json",
                    help="TrainConfig settings as a JSON object (as --dry-run prints, or a checkpoint's "
@@ -389,7 +391,8 @@ def _train(args)->int:
             "it, or choose another --out"
         )
     name = settings.get("data", _DEFAULTS.data)
-    if args.recipe and name == RECIPES[args.recipe]["data"] and not Path(name).exists():
+    written = name not in BUILTIN_DATASETS      # a file that the recipe's `ddpm_nb data` command writes
+    if args.recipe and written and name == RECIPES[args.recipe]["data"] and not Path(name).exists():
         raise CLIError(
             f"the {args.recipe} recipe reads {name}, which is not there yet: write it with `ddpm_nb data "
             f"{args.recipe}`, or give --data"

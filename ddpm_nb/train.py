@@ -148,6 +148,14 @@ RECIPES = {
         ema_decay=0.9999, random_flip=True, prediction="eps", weighting="none",
         precision="auto", channels_last=True, compile=True,
         log_every=100, ckpt_every=10_000, keep=3, sample_every=10_000, n_samples=64),
+    # chapter 9's runs on two CPU cores, a few hundred times shorter than DDPM's: a 5x higher learning rate,
+    # a 200-step warm-up and a faster EMA (benchmarks/recipes.py tried the alternatives: the Benchmarks page)
+    "moons": dict(data="moons", out="runs/moons", model="mlp", batch_size=256, steps=15_000, lr=1e-3,
+                  warmup=200, ema_decay=0.999),
+    "digits": dict(data="digits", out="runs/digits", model="tiny", batch_size=128, steps=4000, lr=1e-3,
+                   warmup=200, ema_decay=0.999),
+    "mnist": dict(data="mnist", out="runs/mnist", model="mnist", model_changes={"dropout": 0.0},
+                  batch_size=64, steps=4500, lr=1e-3, warmup=200, ema_decay=0.999),
 }
 
 # %% ../nbs/07_train.ipynb #82225148
@@ -247,13 +255,14 @@ def _join_optimizer(tensors:dict, meta:dict)->dict:
     return {"state": state, "param_groups": meta["param_groups"]}
 
 def _load_optimizer(opt:torch.optim.Optimizer, tensors:dict, meta:dict):
-    """Restore `opt` from a checkpoint's optimiser state, keeping `opt`'s own kernels (fused or not): the run may
-    have been saved on another device, or before the Trainer fused AdamW."""
+    """Restore `opt` from a checkpoint's optimiser state, keeping `opt`'s own kernels (fused or not): the
+    run may have been saved on another device, or before the Trainer fused AdamW."""
     kernels = [{k: g[k] for k in ("fused", "foreach") if k in g} for g in opt.param_groups]
     opt.load_state_dict(_join_optimizer(tensors, meta))
     for g, kern in zip(opt.param_groups, kernels):
         g.update(kern)
-        for p in g["params"] if g.get("fused") else ():                # the fused kernel keeps its step count beside p
+        # the fused kernel keeps its step count on the parameter's device
+        for p in g["params"] if g.get("fused") else ():
             if "step" in opt.state.get(p, {}):
                 opt.state[p]["step"] = opt.state[p]["step"].to(p.device, torch.float32)
 
@@ -497,13 +506,13 @@ def _mean_loss(self:Trainer, loss:Tensor)->float:
 
 # %% ../nbs/07_train.ipynb #c4cca553
 def _clip_grad_norm(params:list, max_norm:float)->Tensor:
-    """`nn.utils.clip_grad_norm_`, without its multiplication by 1 when the norm is within `max_norm` (on a CPU,
-    where reading the norm costs nothing; elsewhere torch's own)."""
+    """`nn.utils.clip_grad_norm_`, without its multiplication by 1 when the norm is within `max_norm`
+    (on a CPU, where reading the norm costs nothing; elsewhere torch's own)."""
     grads = [p.grad for p in params if p.grad is not None]
     if not grads or any(g.device.type != "cpu" for g in grads):
         return nn.utils.clip_grad_norm_(params, max_norm)
     total = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
-    coef = max_norm / (total + 1e-6)                                     # torch's formula, in float32 as there
+    coef = max_norm / (total + 1e-6)                          # torch's formula, in float32 as there
     if coef < 1:
         torch._foreach_mul_(grads, coef)
     return total
