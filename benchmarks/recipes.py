@@ -63,10 +63,10 @@ EXPERIMENTS = {
 
 
 def run_one(name: str, samplers: list[tuple[str, int]], seeds: list[int], out_dir: Path, steps: int | None = None,
-            n: int = 900) -> dict:
+            n: int = 900, train_seed: int = 0) -> dict:
     changes, tweak, what = EXPERIMENTS[name]
-    run = out_dir / name
-    config = {**BASE, **changes}
+    run = out_dir / (name if train_seed == 0 else f"{name}-seed{train_seed}")
+    config = {**BASE, **changes, "seed": train_seed}
     if steps: config.update(steps=steps, warmup=min(config["warmup"], steps // 4))
     tr = Trainer(TrainConfig(**config, out=str(run), log_every=min(100, config["steps"]), ckpt_every=10 ** 6, keep=1,
                              progress=False))
@@ -81,7 +81,7 @@ def run_one(name: str, samplers: list[tuple[str, int]], seeds: list[int], out_di
     for sampler, k in samplers:
         r = [evaluate(model, s, ref, n=n, seed=seed, sampler=sampler, n_steps=k)["fd_ratio"] for seed in seeds]
         res[f"{sampler}-{k}"] = {"mean": float(np.mean(r)), "sd": float(np.std(r)), "per_seed": [round(x, 3) for x in r]}
-    return dict(name=name, what=what, changes=changes, steps=config["steps"], n=n, train_wall_s=round(wall), train_cpu_s=round(cpu),
+    return dict(name=name, what=what, changes=changes, train_seed=train_seed, steps=config["steps"], n=n, train_wall_s=round(wall), train_cpu_s=round(cpu),
                 load_before=round(load, 2), threads=torch.get_num_threads(), final_loss=round(tr.history[-1][1], 4),
                 fd_copies=res)
 
@@ -92,6 +92,7 @@ def main(argv=None) -> int:
     p.add_argument("--list", action="store_true", help="list the experiments and stop")
     p.add_argument("--samplers", default="ddim:50,dpm++2m:20", help="sampler:steps pairs, comma-separated")
     p.add_argument("--seeds", default="0,1,2", help="sample seeds, comma-separated")
+    p.add_argument("--train-seed", type=int, default=0, help="the training run's seed: weights, data order, t and noise")
     p.add_argument("--runs", default=None, help="folder for the runs (default: a temporary one)")
     p.add_argument("--out", default=None, help="append each result as a JSON line to this file")
     p.add_argument("--steps", type=int, default=None, help="train this many steps instead (a smoke test; not comparable)")
@@ -106,7 +107,7 @@ def main(argv=None) -> int:
     seeds = [int(x) for x in args.seeds.split(",")]
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.names:
-            row = run_one(name, samplers, seeds, Path(args.runs or tmp), args.steps, args.n)
+            row = run_one(name, samplers, seeds, Path(args.runs or tmp), args.steps, args.n, args.train_seed)
             print(json.dumps(row), flush=True)
             if args.out:
                 with open(args.out, "a") as fh: fh.write(json.dumps(row) + "\n")
