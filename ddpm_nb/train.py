@@ -513,7 +513,7 @@ def _clip_grad_norm(params:list, max_norm:float)->Tensor:
         return nn.utils.clip_grad_norm_(params, max_norm)
     total = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
     coef = max_norm / (total + 1e-6)                          # torch's formula, in float32 as there
-    if coef < 1:
+    if not coef >= 1:                                         # a NaN norm multiplies by NaN, as torch's does
         torch._foreach_mul_(grads, coef)
     return total
 
